@@ -1,0 +1,204 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+)
+
+// Labels that opt a container or service in and set its policy without a
+// config file, the way Watchtower users expect.
+const (
+	LabelEnable     = "shipwatch.enable"     // true | false
+	LabelPolicy     = "shipwatch.policy"     // digest | semver | none
+	LabelSemver     = "shipwatch.semver"     // ~1.4
+	LabelPrerelease = "shipwatch.prerelease" // true | false
+	LabelInclude    = "shipwatch.include"    // regex
+	LabelExclude    = "shipwatch.exclude"    // regex
+	LabelFreeze     = "shipwatch.freeze"     // true | false
+)
+
+// labelKeys lists every label shipwatch reads; other shipwatch.* labels are
+// errors, so that a typo does not silently do nothing.
+var labelKeys = []string{LabelEnable, LabelPolicy, LabelSemver, LabelPrerelease, LabelInclude, LabelExclude, LabelFreeze}
+
+// LabelPolicyOf reads the shipwatch.* labels into a Policy (and the
+// shipwatch.enable opt-in). Errors name the label and say what is allowed.
+func LabelPolicyOf(labels map[string]string) (Policy, *bool, error) {
+	var pol Policy
+	var enable *bool
+	v := validator{}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "shipwatch.") || strings.HasPrefix(k, "shipwatch.test") {
+			continue
+		}
+		val := labels[k]
+		p := "label " + k
+		switch k {
+		case LabelEnable:
+			enable = v.labelBool(p, val)
+		case LabelPolicy:
+			pol.Update = &val
+		case LabelSemver:
+			pol.Semver = &val
+		case LabelPrerelease:
+			pol.Prerelease = v.labelBool(p, val)
+		case LabelInclude:
+			pol.Include = []string{val}
+		case LabelExclude:
+			pol.Exclude = []string{val}
+		case LabelFreeze:
+			pol.Freeze = v.labelBool(p, val)
+		default:
+			fields := make([]fieldInfo, len(labelKeys))
+			for i, lk := range labelKeys {
+				fields[i] = fieldInfo{key: lk}
+			}
+			v.fail(p, "unknown shipwatch label%s; known labels: %s", suggest(k, fields), strings.Join(labelKeys, ", "))
+		}
+	}
+	if pol.Semver != nil && pol.Update == nil {
+		semverMode := UpdateSemver
+		pol.Update = &semverMode
+	}
+	v.labelPolicy(pol)
+	return pol, enable, errors.Join(v.errs...)
+}
+
+func (v *validator) labelBool(p, val string) *bool {
+	switch strings.ToLower(val) {
+	case "true", "1", "yes":
+		b := true
+		return &b
+	case "false", "0", "no":
+		b := false
+		return &b
+	}
+	v.fail(p, "%q is not a boolean; use true or false", val)
+	return nil
+}
+
+// labelPolicy validates a label policy with label names in the errors.
+func (v *validator) labelPolicy(pol Policy) {
+	sub := validator{}
+	sub.policy("p", pol)
+	for _, err := range sub.errs {
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			name := map[string]string{"p.update": LabelPolicy, "p.semver": LabelSemver, "p.include[0]": LabelInclude, "p.exclude[0]": LabelExclude}[fe.Path]
+			v.fail("label "+name, "%s", fe.Msg)
+		}
+	}
+}
+
+// TargetRef is what policy resolution needs to know about a discovered target.
+type TargetRef struct {
+	Kind   string // "compose" or "swarm"
+	Name   string // "project/service" or "service"
+	Labels map[string]string
+}
+
+// Effective is the policy that applies to one target after defaults, labels
+// and the first matching targets entry are merged (in that order).
+type Effective struct {
+	Enabled    bool
+	Update     string
+	Semver     string
+	Prerelease bool
+	Include    []string
+	Exclude    []string
+	Freeze     bool
+	// Source says where the policy came from: "defaults", "labels",
+	// "targets[2]" (the last layer that set something).
+	Source string
+}
+
+// Resolve returns the effective policy of t, or an error when its labels are
+// invalid (the target is then reported as failed, others go on).
+func (c *Config) Resolve(t TargetRef) (Effective, error) {
+	eff := Effective{Enabled: c.Defaults.Enable, Source: "defaults"}
+	apply(&eff, c.Defaults.Policy)
+	lp, enable, err := LabelPolicyOf(t.Labels)
+	if err != nil {
+		return eff, err
+	}
+	if enable != nil {
+		eff.Enabled = *enable
+		eff.Source = "labels"
+	}
+	if apply(&eff, lp) {
+		eff.Source = "labels"
+	}
+	for i, entry := range c.Targets {
+		if !entry.matches(t) {
+			continue
+		}
+		eff.Enabled = true
+		if entry.Enable != nil {
+			eff.Enabled = *entry.Enable
+		}
+		apply(&eff, entry.Policy)
+		eff.Source = fmt.Sprintf("targets[%d]", i)
+		break
+	}
+	return eff, nil
+}
+
+// apply overlays the set fields of p on eff and reports whether any was set.
+func apply(eff *Effective, p Policy) bool {
+	set := false
+	if p.Update != nil {
+		eff.Update, set = *p.Update, true
+	}
+	if p.Semver != nil {
+		eff.Semver, set = *p.Semver, true
+		if p.Update == nil {
+			eff.Update = UpdateSemver
+		}
+	}
+	if p.Prerelease != nil {
+		eff.Prerelease, set = *p.Prerelease, true
+	}
+	if p.Include != nil {
+		eff.Include, set = p.Include, true
+	}
+	if p.Exclude != nil {
+		eff.Exclude, set = p.Exclude, true
+	}
+	if p.Freeze != nil {
+		eff.Freeze, set = *p.Freeze, true
+	}
+	return set
+}
+
+func (t Target) matches(ref TargetRef) bool {
+	switch {
+	case t.Compose != "":
+		if ref.Kind != "compose" || !globMatch(t.Compose, ref.Name) {
+			return false
+		}
+	case t.Swarm != "":
+		if ref.Kind != "swarm" || !globMatch(t.Swarm, ref.Name) {
+			return false
+		}
+	}
+	for k, want := range t.Labels {
+		got, ok := ref.Labels[k]
+		if !ok || (want != "*" && got != want) {
+			return false
+		}
+	}
+	return true
+}
+
+func globMatch(pattern, name string) bool {
+	ok, err := path.Match(pattern, name)
+	return err == nil && ok
+}
