@@ -1,0 +1,129 @@
+package state
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func open(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestHistoryNewestFirstAndTrimmed(t *testing.T) {
+	s := open(t)
+	for i, target := range []string{"a", "b", "a", "a"} {
+		if _, err := s.AddHistory(Entry{Target: target, Outcome: "updated", From: string(rune('0' + i))}, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := s.History("", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 3 || all[0].ID != 4 || all[2].ID != 2 {
+		t.Fatalf("history = %+v, want ids 4,3,2 (trimmed to 3, newest first)", all)
+	}
+	a, _ := s.History("a", 1)
+	if len(a) != 1 || a[0].ID != 4 {
+		t.Errorf("History(a, 1) = %+v, want entry 4", a)
+	}
+	if d, _ := s.LastDeployed("a"); d != "3" {
+		t.Errorf("LastDeployed(a) = %q, want 3", d)
+	}
+}
+
+func TestQuarantine(t *testing.T) {
+	s := open(t)
+	s.Quarantine(Quarantined{Target: "compose/p/web", Digest: "sha256:1", Reason: "crash loop"})
+	s.Quarantine(Quarantined{Target: "compose/p/web", Digest: "sha256:2"})
+	s.Quarantine(Quarantined{Target: "compose/p/web2", Digest: "sha256:1"})
+	if _, ok, _ := s.IsQuarantined("compose/p/web", "sha256:1"); !ok {
+		t.Error("digest not quarantined")
+	}
+	if _, ok, _ := s.IsQuarantined("compose/p/web", "sha256:3"); ok {
+		t.Error("unrelated digest quarantined")
+	}
+	// Clearing one target must not touch a target whose ID extends it.
+	if n, _ := s.ClearQuarantine("compose/p/web", ""); n != 2 {
+		t.Errorf("cleared %d, want 2", n)
+	}
+	if _, ok, _ := s.IsQuarantined("compose/p/web2", "sha256:1"); !ok {
+		t.Error("clearing compose/p/web removed compose/p/web2's quarantine")
+	}
+}
+
+func TestSecondOpenIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = Open(path, 100*time.Millisecond)
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open error = %v, want ErrLocked", err)
+	}
+}
+
+func TestCorruptFileIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	if err := os.WriteFile(path, []byte("this is not a bbolt file, it is garbage of some length ............................................................................................................................................................................................................................................................................................................................................................"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(path, time.Second)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open(garbage) error = %v, want ErrCorrupt", err)
+	}
+}
+
+func TestJournalAndApprovals(t *testing.T) {
+	s := open(t)
+	if err := s.BeginJournal(Journal{Target: "swarm/api", From: "sha256:1", To: "r:1@sha256:2", Step: "update"}); err != nil {
+		t.Fatal(err)
+	}
+	s.StepJournal("swarm/api", "gate")
+	js, _ := s.Journals()
+	if len(js) != 1 || js[0].Step != "gate" || js[0].PID != os.Getpid() {
+		t.Fatalf("journals = %+v", js)
+	}
+	s.EndJournal("swarm/api")
+	if js, _ := s.Journals(); len(js) != 0 {
+		t.Errorf("journal left after EndJournal: %+v", js)
+	}
+
+	s.SetPending(Approval{Target: "swarm/api", Candidate: "r:2@sha256:2"})
+	if _, err := s.Approve("swarm/api", "r:3@sha256:3", "ops"); err == nil {
+		t.Error("approving a candidate that is not the pending one succeeded")
+	}
+	a, err := s.Approve("swarm/api", "r:2@sha256:2", "ops")
+	if err != nil || !a.Approved || a.ApprovedBy != "ops" {
+		t.Fatalf("Approve = %+v, %v", a, err)
+	}
+	s.SetPending(Approval{Target: "swarm/api", Candidate: "r:2@sha256:2"})
+	if a, _, _ := s.Approval("swarm/api"); !a.Approved {
+		t.Error("re-recording the same pending candidate dropped its approval")
+	}
+	s.SetPending(Approval{Target: "swarm/api", Candidate: "r:4@sha256:4"})
+	if a, _, _ := s.Approval("swarm/api"); a.Approved || a.Candidate != "r:4@sha256:4" {
+		t.Errorf("a newer candidate must replace the approval and need a new one: %+v", a)
+	}
+
+	if first, _ := s.FirstNotice("blocked/x/sha256:1"); !first {
+		t.Error("first notice not first")
+	}
+	if first, _ := s.FirstNotice("blocked/x/sha256:1"); first {
+		t.Error("second notice reported as first")
+	}
+	if err := s.Check(); err != nil {
+		t.Errorf("Check: %v", err)
+	}
+}
