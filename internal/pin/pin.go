@@ -11,6 +11,7 @@ import (
 	_ "github.com/google/go-containerregistry/pkg/registry"
 	_ "github.com/google/go-containerregistry/pkg/v1/remote"
 	_ "github.com/moby/moby/client"
+	_ "github.com/nicholas-fedor/shoutrrr"
 	_ "github.com/prometheus/client_golang/prometheus"
 	_ "github.com/robfig/cron/v3"
 	_ "github.com/rs/zerolog"
