@@ -23,7 +23,71 @@ type Config struct {
 	// Jitter delays each scheduled pass by a random duration up to this.
 	Jitter Duration `yaml:"jitter,omitempty"`
 	// Concurrency bounds how many targets are checked or rolled out at once.
-	Concurrency int `yaml:"concurrency,omitempty"`
+	Concurrency int      `yaml:"concurrency,omitempty"`
+	State       State    `yaml:"state,omitempty"`
+	API         API      `yaml:"api,omitempty"`
+	Webhooks    Webhooks `yaml:"webhooks,omitempty"`
+	Notify      Notify   `yaml:"notify,omitempty"`
+	Rollout     Rollout  `yaml:"rollout,omitempty"`
+}
+
+// State is where the agent keeps history, quarantine and its journal.
+type State struct {
+	Path string `yaml:"path,omitempty"`
+	// History is how many history entries are kept (oldest dropped first).
+	History int `yaml:"history,omitempty"`
+}
+
+// API is the agent's HTTP API (off unless Listen is set).
+type API struct {
+	Listen    string `yaml:"listen,omitempty"` // "127.0.0.1:8080"
+	Token     Secret `yaml:"token,omitempty"`
+	TokenFile string `yaml:"token_file,omitempty"`
+	TLSCert   string `yaml:"tls_cert,omitempty"`
+	TLSKey    string `yaml:"tls_key,omitempty"`
+	// URL is where the CLI reaches a running agent (rollout, rollback,
+	// approve, status); default http(s)://Listen.
+	URL string `yaml:"url,omitempty"`
+}
+
+// Webhooks authenticates registry webhooks (served by the API).
+type Webhooks struct {
+	Secret     Secret `yaml:"secret,omitempty"`
+	SecretFile string `yaml:"secret_file,omitempty"`
+}
+
+// Notify says who hears about updates, rollbacks, blocked images and failures.
+type Notify struct {
+	// URLs are shoutrrr service URLs (slack://, discord://, smtp://, …). They
+	// usually embed tokens, so they are secrets.
+	URLs     []Secret        `yaml:"urls,omitempty"`
+	URLsFile string          `yaml:"urls_file,omitempty"` // one URL per line
+	Webhooks []NotifyWebhook `yaml:"webhooks,omitempty"`
+	Template string          `yaml:"template,omitempty"`
+	// Events limits what is sent: updated, rolled-back, blocked, failed, approval-needed.
+	Events []string `yaml:"events,omitempty"`
+}
+
+// NotifyWebhook is a generic JSON webhook.
+type NotifyWebhook struct {
+	URL     Secret            `yaml:"url,omitempty"`
+	Headers map[string]Secret `yaml:"headers,omitempty"`
+}
+
+// Rollout tunes how updates are rolled out and gated.
+type Rollout struct {
+	// HealthTimeout overrides the health-gate deadline derived from the
+	// healthcheck (0 = derive).
+	HealthTimeout Duration `yaml:"health_timeout,omitempty"`
+	// HealthSamples is how many consecutive healthy samples prove a version.
+	HealthSamples int `yaml:"health_samples,omitempty"`
+	// CleanupOldImages removes the replaced image after a successful update.
+	CleanupOldImages bool `yaml:"cleanup_old_images,omitempty"`
+	// SwarmDeadline bounds how long a Swarm update may take (0 = derive).
+	SwarmDeadline Duration `yaml:"swarm_deadline,omitempty"`
+	// ShutdownGrace bounds how long a stopping agent lets an in-flight
+	// rollout finish (or roll back) before it exits.
+	ShutdownGrace Duration `yaml:"shutdown_grace,omitempty"`
 }
 
 // Engine says where the Docker engine is.
@@ -86,6 +150,36 @@ type Policy struct {
 	Exclude []string `yaml:"exclude,omitempty"`
 	// Freeze keeps the target exactly as it is: found, never proposed.
 	Freeze *bool `yaml:"freeze,omitempty"`
+	// Approval is "auto" (deploy when verified) or "manual" (wait for
+	// shipwatch approve / the API).
+	Approval *string `yaml:"approval,omitempty"`
+	// Levels sets the approval per semver level: auto, manual or never.
+	Levels *Levels `yaml:"levels,omitempty"`
+	// Schedule is a cron spec for this target's passes (default: the global one).
+	Schedule *string `yaml:"schedule,omitempty"`
+	// Windows are maintenance windows: updates are found and reported at any
+	// time but deployed only inside one. None = any time.
+	Windows []Window `yaml:"windows,omitempty"`
+	// Cooldown is how long a new digest must have been seen before it is
+	// deployed (a new release often gets a quick fix).
+	Cooldown *Duration `yaml:"cooldown,omitempty"`
+	// Wave orders rollouts in a pass: wave 0 first (canaries), then wave 1
+	// only if every wave-0 rollout succeeded, and so on.
+	Wave *int `yaml:"wave,omitempty"`
+}
+
+// Levels are approval modes per semver level of a tag change.
+type Levels struct {
+	Patch string `yaml:"patch,omitempty"`
+	Minor string `yaml:"minor,omitempty"`
+	Major string `yaml:"major,omitempty"`
+}
+
+// Window is a maintenance window: it opens at each time Cron names and
+// stays open for Duration.
+type Window struct {
+	Cron     string   `yaml:"cron,omitempty"`
+	Duration Duration `yaml:"duration,omitempty"`
 }
 
 // Verify configures signature, attestation and scan verification.
@@ -176,6 +270,8 @@ func Default() Config {
 		Defaults:    Defaults{Policy: Policy{Update: &update}},
 		Schedule:    "@every 5m",
 		Concurrency: 4,
+		State:       State{Path: "/var/lib/shipwatch/state.db", History: 1000},
+		Rollout:     Rollout{HealthSamples: 3, ShutdownGrace: Duration(5 * time.Minute)},
 	}
 }
 

@@ -29,7 +29,7 @@ func TestLoadFull(t *testing.T) {
 	if cfg.Jitter.Std().Seconds() != 30 || cfg.Verify.Policies[0].Scan.MaxAge.Std().Hours() != 168 {
 		t.Errorf("durations: jitter %v, max_age %v", cfg.Jitter.Std(), cfg.Verify.Policies[0].Scan.MaxAge.Std())
 	}
-	if len(cfg.Targets) != 3 || *cfg.Targets[0].Policy.Semver != "~1.4" {
+	if len(cfg.Targets) != 4 || *cfg.Targets[0].Policy.Semver != "~1.4" || cfg.Targets[3].Policy.Levels.Major != "never" {
 		t.Errorf("targets = %+v", cfg.Targets)
 	}
 }
@@ -44,16 +44,17 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range []string{out.String(), fmt.Sprintf("%v %+v %#v %s %q", cfg, cfg, cfg, cfg.Registries[0].Password, cfg.Registries[0].Password)} {
-		if strings.Contains(s, canary) || strings.Contains(s, "tok-from-file-42") {
+		if strings.Contains(s, canary) || strings.Contains(s, "tok-from-file-42") || strings.Contains(s, "-canary") {
 			t.Fatalf("a secret leaked into printed output:\n%s", s)
 		}
 	}
 	if !strings.Contains(out.String(), "password: '[redacted]'") && !strings.Contains(out.String(), "password: \"[redacted]\"") {
 		t.Errorf("config print does not show that the password is set:\n%s", out.String())
 	}
-	// The printed config must load again (with the redacted values as text).
-	if _, err := Parse(out.Bytes(), "printed", nil); err != nil {
-		t.Errorf("printed config does not parse back: %v", err)
+	// The printed config is YAML with the same schema (secrets aside).
+	var printed Config
+	if _, err := decodeInto(out.Bytes(), "printed", nil, &printed); err != nil {
+		t.Errorf("printed config does not decode back: %v", err)
 	}
 }
 
@@ -100,12 +101,21 @@ func TestBadConfigs(t *testing.T) {
 		{"duplicate key", "schedule: '@hourly'\nschedule: '@daily'\n", []string{"cfg.yaml"}},
 		{"bool", "defaults:\n  enable: yes\n", []string{"cfg.yaml:2: defaults.enable: \"yes\" is not a boolean; write true or false"}},
 		{"merge key", "base: &b {compose: a/b}\n", []string{"unknown key \"base\""}},
+		{"api beyond loopback without token", "api:\n  listen: 0.0.0.0:8080\n", []string{"api.token: the API listens on 0.0.0.0:8080, beyond this machine"}},
+		{"bad approval", "defaults:\n  policy:\n    approval: later\n", []string{"cfg.yaml:3: defaults.policy.approval: \"later\": use auto"}},
+		{"bad level", "defaults:\n  policy:\n    levels: {major: sometimes}\n", []string{"defaults.policy.levels.major: \"sometimes\": use auto, manual or never"}},
+		{"window without duration", "defaults:\n  policy:\n    windows: [{cron: \"0 2 * * *\"}]\n", []string{"defaults.policy.windows[0].duration: missing"}},
+		{"bad notify url is not echoed", "notify:\n  urls: [\"hunter2-canary-9f1c\"]\n", []string{"notify.urls[0]: not a service URL"}},
+		{"bad event", "notify:\n  events: [exploded]\n", []string{"notify.events[0]: \"exploded\" is not an event"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse([]byte(tt.yaml), "cfg.yaml", env(nil))
 			if err == nil {
 				t.Fatalf("Parse accepted:\n%s", tt.yaml)
+			}
+			if strings.Contains(err.Error(), canary) {
+				t.Errorf("error echoes a secret: %v", err)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Labels that opt a container or service in and set its policy without a
@@ -18,11 +20,15 @@ const (
 	LabelInclude    = "shipwatch.include"    // regex
 	LabelExclude    = "shipwatch.exclude"    // regex
 	LabelFreeze     = "shipwatch.freeze"     // true | false
+	LabelApproval   = "shipwatch.approval"   // auto | manual
+	LabelSchedule   = "shipwatch.schedule"   // cron spec
+	LabelWave       = "shipwatch.wave"       // 0, 1, 2 …
+	LabelCooldown   = "shipwatch.cooldown"   // 24h
 )
 
 // labelKeys lists every label shipwatch reads; other shipwatch.* labels are
 // errors, so that a typo does not silently do nothing.
-var labelKeys = []string{LabelEnable, LabelPolicy, LabelSemver, LabelPrerelease, LabelInclude, LabelExclude, LabelFreeze}
+var labelKeys = []string{LabelEnable, LabelPolicy, LabelSemver, LabelPrerelease, LabelInclude, LabelExclude, LabelFreeze, LabelApproval, LabelSchedule, LabelWave, LabelCooldown}
 
 // LabelPolicyOf reads the shipwatch.* labels into a Policy (and the
 // shipwatch.enable opt-in). Errors name the label and say what is allowed.
@@ -56,6 +62,25 @@ func LabelPolicyOf(labels map[string]string) (Policy, *bool, error) {
 			pol.Exclude = []string{val}
 		case LabelFreeze:
 			pol.Freeze = v.labelBool(p, val)
+		case LabelApproval:
+			pol.Approval = &val
+		case LabelSchedule:
+			pol.Schedule = &val
+		case LabelWave:
+			n, err := strconv.Atoi(val)
+			if err != nil {
+				v.fail(p, "%q is not a whole number", val)
+			} else {
+				pol.Wave = &n
+			}
+		case LabelCooldown:
+			d, err := parseDuration(val)
+			if err != nil {
+				v.fail(p, "%q is not a duration; write it like 30m, 24h or 2d", val)
+			} else {
+				cd := Duration(d)
+				pol.Cooldown = &cd
+			}
 		default:
 			fields := make([]fieldInfo, len(labelKeys))
 			for i, lk := range labelKeys {
@@ -92,7 +117,8 @@ func (v *validator) labelPolicy(pol Policy) {
 	for _, err := range sub.errs {
 		var fe *FieldError
 		if errors.As(err, &fe) {
-			name := map[string]string{"p.update": LabelPolicy, "p.semver": LabelSemver, "p.include[0]": LabelInclude, "p.exclude[0]": LabelExclude}[fe.Path]
+			name := map[string]string{"p.update": LabelPolicy, "p.semver": LabelSemver, "p.include[0]": LabelInclude, "p.exclude[0]": LabelExclude,
+				"p.approval": LabelApproval, "p.schedule": LabelSchedule, "p.wave": LabelWave}[fe.Path]
 			v.fail("label "+name, "%s", fe.Msg)
 		}
 	}
@@ -115,6 +141,12 @@ type Effective struct {
 	Include    []string
 	Exclude    []string
 	Freeze     bool
+	Approval   string // auto | manual
+	Levels     Levels
+	Schedule   string // "" = the global schedule
+	Windows    []Window
+	Cooldown   time.Duration
+	Wave       int
 	// Source says where the policy came from: "defaults", "labels",
 	// "targets[2]" (the last layer that set something).
 	Source string
@@ -123,7 +155,7 @@ type Effective struct {
 // Resolve returns the effective policy of t, or an error when its labels are
 // invalid (the target is then reported as failed, others go on).
 func (c *Config) Resolve(t TargetRef) (Effective, error) {
-	eff := Effective{Enabled: c.Defaults.Enable, Source: "defaults"}
+	eff := Effective{Enabled: c.Defaults.Enable, Source: "defaults", Approval: "auto"}
 	apply(&eff, c.Defaults.Policy)
 	lp, enable, err := LabelPolicyOf(t.Labels)
 	if err != nil {
@@ -174,6 +206,33 @@ func apply(eff *Effective, p Policy) bool {
 	}
 	if p.Freeze != nil {
 		eff.Freeze, set = *p.Freeze, true
+	}
+	if p.Approval != nil {
+		eff.Approval, set = *p.Approval, true
+	}
+	if l := p.Levels; l != nil {
+		set = true
+		if l.Patch != "" {
+			eff.Levels.Patch = l.Patch
+		}
+		if l.Minor != "" {
+			eff.Levels.Minor = l.Minor
+		}
+		if l.Major != "" {
+			eff.Levels.Major = l.Major
+		}
+	}
+	if p.Schedule != nil {
+		eff.Schedule, set = *p.Schedule, true
+	}
+	if p.Windows != nil {
+		eff.Windows, set = p.Windows, true
+	}
+	if p.Cooldown != nil {
+		eff.Cooldown, set = p.Cooldown.Std(), true
+	}
+	if p.Wave != nil {
+		eff.Wave, set = *p.Wave, true
 	}
 	return set
 }

@@ -49,6 +49,20 @@ func (v *validator) resolveSecrets(c *Config) {
 		v.secretFile(&r.Password, r.PasswordFile, p+".password")
 		v.secretFile(&r.Token, r.TokenFile, p+".token")
 	}
+	v.secretFile(&c.API.Token, c.API.TokenFile, "api.token")
+	v.secretFile(&c.Webhooks.Secret, c.Webhooks.SecretFile, "webhooks.secret")
+	if f := c.Notify.URLsFile; f != "" {
+		data, err := readBounded(f, 64<<10)
+		if err != nil {
+			v.fail("notify.urls_file", "cannot read the file: %v", err)
+			return
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				c.Notify.URLs = append(c.Notify.URLs, Secret{value: line, fromFile: true})
+			}
+		}
+	}
 }
 
 func (v *validator) secretFile(dst *Secret, file, p string) {
@@ -90,6 +104,50 @@ func (v *validator) config(c *Config) {
 	}
 	if c.Concurrency < 1 || c.Concurrency > 256 {
 		v.fail("concurrency", "%d is out of range; use 1 to 256", c.Concurrency)
+	}
+	v.agent(c)
+}
+
+func (v *validator) agent(c *Config) {
+	if c.State.Path == "" {
+		v.fail("state.path", "missing; give the state file's path, like /var/lib/shipwatch/state.db")
+	}
+	if c.State.History < 0 {
+		v.fail("state.history", "%d is negative; use 0 to keep everything", c.State.History)
+	}
+	if l := c.API.Listen; l != "" {
+		host, port, err := net.SplitHostPort(l)
+		if err != nil || port == "" {
+			v.fail("api.listen", "%q is not host:port; write it like 127.0.0.1:8080 or :8080", l)
+		} else if ip := net.ParseIP(host); (ip == nil || !ip.IsLoopback()) && host != "localhost" && !c.API.Token.IsSet() {
+			v.fail("api.token", "the API listens on %s, beyond this machine, and controls rollouts: set api.token (or api.token_file)", l)
+		}
+		if (c.API.TLSCert == "") != (c.API.TLSKey == "") {
+			v.fail("api.tls_key", "set both tls_cert and tls_key, or neither")
+		}
+	}
+	if u := c.API.URL; u != "" && !hasAnyPrefix(u, "http://", "https://") {
+		v.fail("api.url", "%q: write the agent's URL like http://127.0.0.1:8080", u)
+	}
+	for i, u := range c.Notify.URLs {
+		if !strings.Contains(u.Value(), "://") {
+			// never print the URL: it usually embeds a token
+			v.fail(fmt.Sprintf("notify.urls[%d]", i), "not a service URL (scheme://…), like slack://… or smtp://…")
+		}
+	}
+	for i, w := range c.Notify.Webhooks {
+		if !hasAnyPrefix(w.URL.Value(), "http://", "https://") {
+			v.fail(fmt.Sprintf("notify.webhooks[%d].url", i), "missing or not an http(s) URL")
+		}
+	}
+	events := []string{"updated", "rolled-back", "blocked", "failed", "approval-needed"}
+	for i, e := range c.Notify.Events {
+		if !contains(events, e) {
+			v.fail(fmt.Sprintf("notify.events[%d]", i), "%q is not an event; use %s", e, strings.Join(events, ", "))
+		}
+	}
+	if c.Rollout.HealthSamples < 1 || c.Rollout.HealthSamples > 100 {
+		v.fail("rollout.health_samples", "%d is out of range; use 1 to 100", c.Rollout.HealthSamples)
 	}
 }
 
@@ -174,6 +232,33 @@ func (v *validator) policy(p string, pol Policy) {
 	}
 	for i, re := range pol.Include {
 		v.regex(fmt.Sprintf("%s.include[%d]", p, i), re)
+	}
+	if pol.Approval != nil && *pol.Approval != "auto" && *pol.Approval != "manual" {
+		v.fail(p+".approval", "%q: use auto (deploy when verified) or manual (wait for shipwatch approve)", *pol.Approval)
+	}
+	if l := pol.Levels; l != nil {
+		for name, val := range map[string]string{"patch": l.Patch, "minor": l.Minor, "major": l.Major} {
+			if val != "" && val != "auto" && val != "manual" && val != "never" {
+				v.fail(p+".levels."+name, "%q: use auto, manual or never", val)
+			}
+		}
+	}
+	if pol.Schedule != nil {
+		if _, err := CronParser.Parse(*pol.Schedule); err != nil {
+			v.fail(p+".schedule", "invalid cron spec %q: %v", *pol.Schedule, err)
+		}
+	}
+	for i, w := range pol.Windows {
+		wp := fmt.Sprintf("%s.windows[%d]", p, i)
+		if _, err := CronParser.Parse(w.Cron); err != nil {
+			v.fail(wp+".cron", "invalid cron spec %q: %v; the window opens at each time it names", w.Cron, err)
+		}
+		if w.Duration <= 0 {
+			v.fail(wp+".duration", "missing; how long the window stays open, like 2h")
+		}
+	}
+	if pol.Wave != nil && (*pol.Wave < 0 || *pol.Wave > 100) {
+		v.fail(p+".wave", "%d is out of range; use 0 (first) to 100", *pol.Wave)
 	}
 	for i, re := range pol.Exclude {
 		v.regex(fmt.Sprintf("%s.exclude[%d]", p, i), re)
