@@ -163,15 +163,21 @@ func (s *Store) Approvals() ([]Approval, error) {
 // FirstNotice records key (for example "blocked/<target>/<digest>") and
 // reports whether it is new, so that the same blocked digest is notified once.
 func (s *Store) FirstNotice(key string) (bool, error) {
-	first := false
+	now := time.Now().UTC()
+	t, err := s.Seen(key, now)
+	return err == nil && t.Equal(now), err
+}
+
+// Seen records now as the first time key was seen, unless it was seen
+// before, and returns the first time (cooldowns count from it).
+func (s *Store) Seen(key string, now time.Time) (time.Time, error) {
+	first := now
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketNotified)
-		if b.Get([]byte(key)) != nil {
-			return nil
+		found, err := get(tx, bucketNotified, []byte(key), &first)
+		if err != nil || found {
+			return err
 		}
-		first = true
-		data, _ := json.Marshal(time.Now().UTC())
-		return b.Put([]byte(key), data)
+		return put(tx, bucketNotified, []byte(key), now)
 	})
 	return first, err
 }

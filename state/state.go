@@ -322,7 +322,14 @@ type Mark struct {
 	Tag    string    `json:"tag"`
 	Digest string    `json:"digest"`
 	Since  time.Time `json:"since"`
+	// Superseded are the digests this target ran before and moved past
+	// (newest last, bounded): a tag that moves back to one of them is a
+	// silent downgrade.
+	Superseded []string `json:"superseded,omitempty"`
 }
+
+// MaxSuperseded bounds Mark.Superseded.
+const MaxSuperseded = 50
 
 // HighWater returns target's mark.
 func (s *Store) HighWater(target string) (Mark, bool, error) {
@@ -336,10 +343,41 @@ func (s *Store) HighWater(target string) (Mark, bool, error) {
 	return m, ok, err
 }
 
-// SetHighWater records target's mark.
+// SetHighWater records target's mark. The previous mark's digest (and its
+// superseded list) carry over into m.Superseded.
 func (s *Store) SetHighWater(target string, m Mark) error {
 	if m.Since.IsZero() {
 		m.Since = time.Now().UTC()
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketHighWater, []byte(target), m) })
+	return s.db.Update(func(tx *bolt.Tx) error {
+		var old Mark
+		ok, err := get(tx, bucketHighWater, []byte(target), &old)
+		if err != nil {
+			return err
+		}
+		if ok {
+			sup := append(old.Superseded, m.Superseded...)
+			if old.Digest != "" && old.Digest != m.Digest {
+				sup = append(sup, old.Digest)
+			}
+			m.Superseded = dedupTail(sup, m.Digest, MaxSuperseded)
+		}
+		return put(tx, bucketHighWater, []byte(target), m)
+	})
+}
+
+// dedupTail removes duplicates and current from list, keeping the newest n.
+func dedupTail(list []string, current string, n int) []string {
+	seen := map[string]bool{current: true}
+	var out []string
+	for i := len(list) - 1; i >= 0 && len(out) < n; i-- {
+		if !seen[list[i]] {
+			seen[list[i]] = true
+			out = append(out, list[i])
+		}
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package state
 
 import (
 	"errors"
+	"strings"
 	"os"
 	"path/filepath"
 	"testing"
@@ -125,5 +126,32 @@ func TestJournalAndApprovals(t *testing.T) {
 	}
 	if err := s.Check(); err != nil {
 		t.Errorf("Check: %v", err)
+	}
+}
+
+func TestHighWaterSuperseded(t *testing.T) {
+	s := open(t)
+	for _, d := range []string{"sha256:1", "sha256:2", "sha256:3", "sha256:2"} {
+		if err := s.SetHighWater("t", Mark{Tag: "1.0", Digest: d}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, ok, err := s.HighWater("t")
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if m.Digest != "sha256:2" || strings.Join(m.Superseded, ",") != "sha256:1,sha256:3" {
+		t.Errorf("mark = %+v, want digest 2 and superseded 1,3", m)
+	}
+}
+
+func TestSeenKeepsFirstTime(t *testing.T) {
+	s := open(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if got, _ := s.Seen("k", t0); !got.Equal(t0) {
+		t.Errorf("first Seen = %v, want %v", got, t0)
+	}
+	if got, _ := s.Seen("k", t0.Add(time.Hour)); !got.Equal(t0) {
+		t.Errorf("second Seen = %v, want the first time %v", got, t0)
 	}
 }
