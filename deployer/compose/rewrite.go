@@ -1,0 +1,256 @@
+package compose
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/shipwatch/shipwatch/deployer"
+)
+
+// backupSuffix names the copy of a file kept while a rollout that rewrote
+// it is in flight; it is removed once the rollout succeeded or was undone.
+const backupSuffix = ".shipwatch-backup"
+
+// fileEdit is one in-place change of one file: the bytes of before at
+// [start, end) become text. Everything else (comments, order, formatting)
+// stays byte for byte.
+type fileEdit struct {
+	file       string
+	before     []byte
+	start, end int
+	text       string
+	line       int
+}
+
+func (e fileEdit) after() []byte {
+	var b bytes.Buffer
+	b.Grow(len(e.before) - (e.end - e.start) + len(e.text))
+	b.Write(e.before[:e.start])
+	b.WriteString(e.text)
+	b.Write(e.before[e.end:])
+	return b.Bytes()
+}
+
+func (e fileEdit) String() string {
+	return fmt.Sprintf("%s:%d: %q → %q", e.file, e.line, string(e.before[e.start:e.end]), e.text)
+}
+
+// rewrittenRef returns the image reference as written (current, expanded,
+// e.g. "registry:5000/app:1.4") with its tag replaced by tag, keeping the
+// user's spelling of the repository. A reference that pins a digest in the
+// file gets the new digest too.
+func rewrittenRef(current, tag, digest string) string {
+	base, pinned, hasDigest := strings.Cut(current, "@")
+	name, oldTag := base, ""
+	if i := strings.LastIndexByte(base, ':'); i > strings.LastIndexByte(base, '/') {
+		name, oldTag = base[:i], base[i+1:]
+	}
+	if oldTag == tag || (oldTag == "" && tag == "latest") {
+		if !hasDigest || pinned == digest {
+			return current
+		}
+		return base + "@" + digest
+	}
+	s := name + ":" + tag
+	if hasDigest {
+		s += "@" + digest
+	}
+	return s
+}
+
+// imageEditInput is what planImageEdit needs to know about the project.
+type imageEditInput struct {
+	service    string
+	files      []string // compose files, absolute
+	envFiles   []string // env files Compose reads, absolute, in order
+	workingDir string
+	env        map[string]string // the project's interpolation environment
+	current    string            // the service's image, interpolated
+	want       string            // what it must read after the edit
+}
+
+// planImageEdit finds the one place to edit so that the service's image
+// reads want: the image: value in a compose file, the default of the
+// variable it is interpolated from, or that variable in an env file.
+// Anything else is refused with ErrUnsupported, saying why.
+func planImageEdit(in imageEditInput) (fileEdit, error) {
+	loc, err := locateImage(in.files, in.workingDir, in.service)
+	if err != nil {
+		return fileEdit{}, err
+	}
+	where := fmt.Sprintf("%s:%d", loc.file, loc.line)
+	toks, err := parseTemplate(loc.raw())
+	if err != nil {
+		return fileEdit{}, fmt.Errorf("%w: image at %s: %v", deployer.ErrUnsupported, where, err)
+	}
+	type piece struct {
+		tok        token
+		value      string
+		fromArg    bool
+		start, end int // span in the expanded string
+	}
+	var pieces []piece
+	var expanded strings.Builder
+	for _, t := range toks {
+		v, fromArg := t.expand(in.env)
+		pieces = append(pieces, piece{tok: t, value: v, fromArg: fromArg, start: expanded.Len(), end: expanded.Len() + len(v)})
+		expanded.WriteString(v)
+	}
+	if expanded.String() != in.current {
+		return fileEdit{}, fmt.Errorf("%w: image %q at %s expands to %q here, but Compose loaded %q; update it by hand",
+			deployer.ErrUnsupported, loc.raw(), where, expanded.String(), in.current)
+	}
+
+	// The smallest changed region of the expanded reference must fall into
+	// exactly one piece of the template.
+	cur, want := in.current, in.want
+	cp := 0
+	for cp < len(cur) && cp < len(want) && cur[cp] == want[cp] {
+		cp++
+	}
+	cs := 0
+	for cs < len(cur)-cp && cs < len(want)-cp && cur[len(cur)-1-cs] == want[len(want)-1-cs] {
+		cs++
+	}
+	a, b := cp, len(cur)-cs
+	mid := want[cp : len(want)-cs]
+	chosen := -1
+	for i, p := range pieces {
+		if p.start <= a && b <= p.end {
+			if chosen < 0 || (!pieces[chosen].tok.isVar() && p.tok.isVar()) {
+				chosen = i
+			}
+		}
+	}
+	if chosen < 0 {
+		return fileEdit{}, fmt.Errorf("%w: image %q at %s is assembled from several parts and the change %q → %q spans more than one; write the tag in one place",
+			deployer.ErrUnsupported, loc.raw(), where, cur, want)
+	}
+	p := pieces[chosen]
+	newValue := p.value[:a-p.start] + mid + p.value[b-p.start:]
+	t := p.tok
+	yamlEdit := func(start, end int, text string) (fileEdit, error) {
+		e := fileEdit{file: loc.file, before: loc.content, start: loc.start + start, end: loc.start + end, text: text, line: loc.line}
+		var probe yaml.Node
+		if err := yaml.Unmarshal(e.after(), &probe); err != nil {
+			return fileEdit{}, fmt.Errorf("%w: rewriting %s would break the YAML: %v", deployer.ErrUnsupported, where, err)
+		}
+		return e, nil
+	}
+	switch {
+	case t.escaped:
+		return fileEdit{}, fmt.Errorf("%w: image %q at %s: the change falls on an escaped $$", deployer.ErrUnsupported, loc.raw(), where)
+	case !t.isVar():
+		return yamlEdit(t.start, t.end, newValue)
+	case t.op == ":+" || t.op == "+":
+		return fileEdit{}, fmt.Errorf("%w: image %q at %s uses ${%s%s…}; write the tag plainly", deployer.ErrUnsupported, loc.raw(), where, t.name, t.op)
+	case p.fromArg:
+		if strings.ContainsAny(newValue, "}$") {
+			return fileEdit{}, fmt.Errorf("%w: cannot write %q as the default of ${%s}", deployer.ErrUnsupported, newValue, t.name)
+		}
+		return yamlEdit(t.argStart, t.argStart+len(t.arg), newValue)
+	}
+	// The value comes from the environment: edit the env file defining it,
+	// if one does and nothing overrides it.
+	if _, set := os.LookupEnv(t.name); set {
+		return fileEdit{}, fmt.Errorf("%w: image %q at %s takes %s from shipwatch's own environment, which overrides any env file; unset it there or write the tag in the compose file",
+			deployer.ErrUnsupported, loc.raw(), where, t.name)
+	}
+	envLoc, found, err := locateEnvVar(in.envFiles, t.name)
+	if err != nil {
+		return fileEdit{}, err
+	}
+	if !found {
+		return fileEdit{}, fmt.Errorf("%w: image %q at %s takes %s from a shell variable (no env file of the project sets it: %s); shipwatch cannot change a shell variable: set %s in .env or write the tag in the compose file",
+			deployer.ErrUnsupported, loc.raw(), where, t.name, strings.Join(in.envFiles, ", "), t.name)
+	}
+	if envLoc.raw() != p.value {
+		return fileEdit{}, fmt.Errorf("%w: %s sets %s=%q but Compose used %q; update it by hand",
+			deployer.ErrUnsupported, envLoc.file, t.name, envLoc.raw(), p.value)
+	}
+	e := fileEdit{file: envLoc.file, before: envLoc.content, start: envLoc.start, end: envLoc.end, text: newValue, line: envLoc.line}
+	if err := checkEnvEdit(e.before, e.after(), t.name, newValue); err != nil {
+		return fileEdit{}, fmt.Errorf("%w: %v", deployer.ErrUnsupported, err)
+	}
+	return e, nil
+}
+
+// apply writes the edit: a backup of the file first (kept until the rollout
+// ends), then the new content atomically. It refuses when the file changed
+// since the edit was planned.
+func (e fileEdit) apply() error {
+	cur, err := os.ReadFile(e.file)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(cur, e.before) {
+		return fmt.Errorf("%w: %s changed while the rollout was being prepared", deployer.ErrConflict, e.file)
+	}
+	if err := writeAtomic(e.file+backupSuffix, e.before); err != nil {
+		return fmt.Errorf("back up %s: %w", e.file, err)
+	}
+	if err := writeAtomic(e.file, e.after()); err != nil {
+		return fmt.Errorf("rewrite %s: %w", e.file, err)
+	}
+	return nil
+}
+
+// restore puts the content from before the edit back and removes the backup.
+func (e fileEdit) restore() error {
+	if err := writeAtomic(e.file, e.before); err != nil {
+		return fmt.Errorf("restore %s (a copy is in %s): %w", e.file, e.file+backupSuffix, err)
+	}
+	return e.dropBackup()
+}
+
+func (e fileEdit) dropBackup() error {
+	if err := os.Remove(e.file + backupSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// writeAtomic replaces path with data through a temporary file in the same
+// directory, keeping the file's mode and (when allowed) its owner, so a
+// crash never leaves a half-written compose file.
+func writeAtomic(path string, data []byte) error {
+	mode := os.FileMode(0o644)
+	uid, gid := -1, -1
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			uid, gid = int(st.Uid), int(st.Gid)
+		}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".shipwatch-*")
+	if err != nil {
+		return err
+	}
+	name := tmp.Name()
+	defer os.Remove(name)
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(name, mode); err != nil {
+		return err
+	}
+	if uid >= 0 {
+		_ = os.Lchown(name, uid, gid) // best effort: only root may give files away
+	}
+	return os.Rename(name, path)
+}

@@ -1,0 +1,164 @@
+package compose
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/moby/moby/client"
+
+	"github.com/shipwatch/shipwatch/deployer"
+	"github.com/shipwatch/shipwatch/imageref"
+)
+
+// rollback is Rollback after its checks: it is a rollout to the previous
+// version, taken from the local rollback image when it is still there.
+func (r *rollout) rollback(ctx context.Context, to string) deployer.Result {
+	res := deployer.Result{Outcome: deployer.Failed, From: r.target.Digest}
+	s, err := r.prepare(ctx, false)
+	if err != nil {
+		res.Cause = err
+		return res
+	}
+	res.From, res.Running = s.running, s.running
+	var want imageref.Ref
+	var localID string
+	err = r.rec.run(stepRollbackResolve, func() (string, error) {
+		var detail string
+		want, localID, detail, err = r.previous(ctx, s, to)
+		return detail, err
+	})
+	if err != nil {
+		res.Cause = err
+		return res
+	}
+	res.To = want.Digest
+	var ch *change
+	err = r.rec.run(stepPlan, func() (string, error) {
+		var detail string
+		ch, detail, err = r.plan(s, want)
+		return detail, err
+	})
+	if err != nil {
+		res.Cause = err
+		return res
+	}
+	if ch == nil {
+		res.Cause = fmt.Errorf("%w: %s already runs %s", deployer.ErrNoPrevious, r.target.Name, want)
+		return res
+	}
+	ch.imageID = localID
+	ch.success = deployer.RolledBack
+	ch.labels = previousLabels(s, rollbackRef(s.image, r.target))
+	return r.apply(ctx, ch, res)
+}
+
+// previous finds the version to roll back to: to when given, else the one
+// recorded by the last rollout on the running containers. localID is the
+// local image to use when it is there (the rollback image), "" to pull.
+func (r *rollout) previous(ctx context.Context, s *service, to string) (want imageref.Ref, localID, detail string, err error) {
+	d := r.d
+	labels := s.containers[0].Labels
+	recorded := labels[LabelPrevious]
+	var prev imageref.Ref
+	if recorded != "" {
+		if prev, err = imageref.Parse(recorded); err != nil {
+			return want, "", "", fmt.Errorf("label %s=%q: %w", LabelPrevious, recorded, err)
+		}
+	}
+	switch {
+	case to == "" && recorded == "":
+		return want, "", "", fmt.Errorf("%w: the containers of %s carry no %s label (not created by a shipwatch rollout, or recreated since); give the digest to roll back to",
+			deployer.ErrNoPrevious, r.target.Name, LabelPrevious)
+	case to == "":
+		want = prev
+	case strings.HasPrefix(to, "sha256:"):
+		if !imageref.ValidDigest(to) {
+			return want, "", "", fmt.Errorf("rollback to %q: not a valid digest", to)
+		}
+		want = s.image.Tagged().WithDigest(to)
+		if recorded != "" && prev.Digest == to {
+			want = prev
+		}
+	default:
+		if want, err = imageref.Parse(to); err != nil {
+			return want, "", "", fmt.Errorf("rollback to: %w", err)
+		}
+		if want.Digest == "" {
+			return want, "", "", fmt.Errorf("rollback to %s: give a digest (repo:tag@sha256:… or sha256:…); shipwatch runs only pinned images", to)
+		}
+		if !want.SameRepo(s.image) {
+			return want, "", "", fmt.Errorf("%w: rollback to %s: %s runs %s", deployer.ErrUnsupported, to, r.target.Name, s.image.Repo())
+		}
+	}
+	if want.Tag == "" {
+		want.Tag = s.image.Tag
+	}
+
+	// The rollback image protected by the last rollout, if it is the one.
+	rbRef := rollbackRef(s.image, r.target)
+	rbID, err := d.imageID(ctx, rbRef)
+	if err != nil {
+		return want, "", "", err
+	}
+	if rbID != "" && rbID != s.imageID && to == "" && (labels[LabelPreviousID] == "" || labels[LabelPreviousID] == rbID) {
+		img, err := d.engine.ImageInspect(ctx, rbID)
+		if err != nil {
+			return want, "", "", fmt.Errorf("inspect rollback image: %w", err)
+		}
+		if want.Digest == "" || hasRepoDigest(img.RepoDigests, want) {
+			return want, rbID, fmt.Sprintf("%s from the local rollback image %s", want, shortID(rbID)), nil
+		}
+	}
+	if want.Digest == "" {
+		return want, "", "", fmt.Errorf("%w: the rollback image %s of %s is gone and its digest was not recorded; give the digest to roll back to",
+			deployer.ErrNoPrevious, rbRef, r.target.Name)
+	}
+	return want, "", fmt.Sprintf("%s (pulled if not local)", want), nil
+}
+
+// removeReplaced removes the image the previous successful rollout
+// replaced, now that another success made it useless: its tags in the
+// service's repository (except those any service of the project uses) and
+// then the image, unless a container still uses it or other repositories
+// still tag it.
+func (d *Deployer) removeReplaced(ctx context.Context, id string, repo imageref.Ref, p *types.Project) (string, error) {
+	ctrs, err := d.engine.ContainerList(ctx, client.ContainerListOptions{All: true})
+	if err != nil {
+		return "", fmt.Errorf("cleanup: list containers: %w", err)
+	}
+	for _, c := range ctrs.Items {
+		if c.ImageID == id {
+			return fmt.Sprintf("old image %s kept: container %s uses it", shortID(id), canonicalName(c)), nil
+		}
+	}
+	img, err := d.engine.ImageInspect(ctx, id)
+	if err != nil {
+		return "", fmt.Errorf("cleanup: inspect %s: %w", shortID(id), err)
+	}
+	inUse := map[string]bool{}
+	for _, svc := range p.AllServices() {
+		if ref, err := imageref.Parse(svc.Image); err == nil {
+			inUse[ref.String()] = true
+		}
+	}
+	kept := 0
+	for _, t := range img.RepoTags {
+		ref, err := imageref.Parse(t)
+		if err != nil || !ref.SameRepo(repo) || inUse[ref.String()] {
+			kept++
+			continue
+		}
+		if _, err := d.engine.ImageRemove(ctx, t, client.ImageRemoveOptions{}); err != nil {
+			return "", fmt.Errorf("cleanup: untag %s: %w", t, err)
+		}
+	}
+	if kept > 0 {
+		return fmt.Sprintf("old image %s untagged, kept for its other tags", shortID(id)), nil
+	}
+	if _, err := d.engine.ImageRemove(ctx, id, client.ImageRemoveOptions{PruneChildren: true}); err != nil && !isNotFound(err) {
+		return "", fmt.Errorf("cleanup: remove %s: %w", shortID(id), err)
+	}
+	return fmt.Sprintf("old image %s removed", shortID(id)), nil
+}

@@ -1,0 +1,458 @@
+package compose
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/docker/compose/v5/pkg/api"
+	composesdk "github.com/docker/compose/v5/pkg/compose"
+
+	"github.com/shipwatch/shipwatch/deployer"
+	"github.com/shipwatch/shipwatch/imageref"
+)
+
+// rollout is one Deploy or Rollback of one target.
+type rollout struct {
+	d      *Deployer
+	rec    *recorder
+	target deployer.Target
+}
+
+// change moves a service from what runs to another image.
+type change struct {
+	s       *service
+	want    imageref.Ref // the image to run, pinned when its digest is known
+	written string       // the service's image: once changed, interpolated
+	edit    *fileEdit    // nil when the files already read written
+	// imageID is the local image to run: set up front when it is already
+	// local (a rollback), else found by pulling want.
+	imageID string
+	labels  map[string]string // shipwatch's labels for the new containers
+	// success is the outcome when the change is proven healthy.
+	success deployer.Outcome
+}
+
+// progress records how far a change got, so that a failure undoes exactly
+// what was done.
+type progress struct {
+	protected   bool // the running image carries the rollback tag
+	fileWritten bool
+	tagMoved    bool // the written reference may point at the new image
+	converging  bool // the SDK was asked to converge: containers may have changed
+}
+
+// deploy is Deploy after its checks: load, guard, plan, apply.
+func (r *rollout) deploy(ctx context.Context, plan deployer.Plan) deployer.Result {
+	res := deployer.Result{Outcome: deployer.Failed, From: plan.Target.Digest, To: plan.To.Digest}
+	if !imageref.ValidDigest(plan.To.Digest) {
+		res.Cause = fmt.Errorf("plan for %s is not pinned by digest (%s): shipwatch deploys only verified digests", plan.Target.Name, plan.To)
+		return res
+	}
+	s, err := r.prepare(ctx, plan.AllowDrift)
+	if err != nil {
+		res.Cause = err
+		return res
+	}
+	res.From, res.Running = s.running, s.running
+	var ch *change
+	err = r.rec.run(stepPlan, func() (string, error) {
+		var detail string
+		ch, detail, err = r.plan(s, plan.To)
+		return detail, err
+	})
+	if err != nil {
+		res.Cause = err
+		return res
+	}
+	if ch == nil {
+		res.Outcome = deployer.UpToDate
+		return res
+	}
+	if plan.DryRun {
+		res.Outcome = deployer.Available
+		return res
+	}
+	ch.success = deployer.Updated
+	ch.labels = previousLabels(s, rollbackRef(s.image, r.target))
+	return r.apply(ctx, ch, res)
+}
+
+// prepare loads the project and applies the drift guard.
+func (r *rollout) prepare(ctx context.Context, allowDrift bool) (*service, error) {
+	var s *service
+	err := r.rec.run(stepLoad, func() (string, error) {
+		var detail string
+		var err error
+		s, detail, err = r.d.load(ctx, r.target)
+		return detail, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = r.rec.run(stepDrift, func() (string, error) {
+		detail, err := r.d.drift(ctx, s)
+		if allowDrift && errors.Is(err, deployer.ErrDrift) {
+			return "drift allowed, applying the files as they are: " + err.Error(), nil
+		}
+		return detail, err
+	})
+	return s, err
+}
+
+// plan decides what must change for s to run to; nil means nothing.
+func (r *rollout) plan(s *service, to imageref.Ref) (*change, string, error) {
+	if !to.SameRepo(s.image) {
+		return nil, "", fmt.Errorf("%w: %s runs %s, the plan is for %s; shipwatch does not move services between repositories",
+			deployer.ErrUnsupported, r.target.Name, s.image.Repo(), to.Repo())
+	}
+	tag := to.Tag
+	if tag == "" {
+		tag = s.image.Tag
+	}
+	_, pinnedInFile := cutDigest(s.config.Image)
+	if pinnedInFile && to.Digest == "" {
+		return nil, "", fmt.Errorf("%w: the compose file pins %s by digest and the digest to go to is unknown", deployer.ErrUnsupported, s.config.Image)
+	}
+	written := rewrittenRef(s.config.Image, tag, to.Digest)
+	if written == s.config.Image && to.Digest != "" && s.running == to.Digest {
+		return nil, fmt.Sprintf("already runs %s", to.Digest), nil
+	}
+	ch := &change{s: s, want: to, written: written}
+	if written == s.config.Image {
+		return ch, fmt.Sprintf("same reference %s, new digest %s: retag and converge", written, to.Digest), nil
+	}
+	edit, err := planImageEdit(imageEditInput{
+		service:    s.name,
+		files:      s.loadOpts.ConfigPaths,
+		envFiles:   s.envFiles,
+		workingDir: s.loadOpts.WorkingDir,
+		env:        s.project.Environment,
+		current:    s.config.Image,
+		want:       written,
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	ch.edit = &edit
+	return ch, "rewrite " + edit.String(), nil
+}
+
+func cutDigest(ref string) (string, bool) {
+	for i := len(ref) - 1; i >= 0; i-- {
+		if ref[i] == '@' {
+			return ref[:i], true
+		}
+	}
+	return ref, false
+}
+
+// apply runs the change: get the image, protect the running one, rewrite,
+// retag, converge, gate; on any failure after the first destructive step,
+// restore. res carries From/To set by the caller.
+func (r *rollout) apply(ctx context.Context, ch *change, res deployer.Result) deployer.Result {
+	d, s := r.d, ch.s
+	if ch.imageID == "" {
+		if err := r.fetch(ctx, ch); err != nil {
+			res.Cause = err
+			return res
+		}
+	}
+	if ch.imageID == s.imageID && ch.written == s.config.Image {
+		res.Outcome = deployer.UpToDate
+		if ch.success == deployer.RolledBack {
+			res.Outcome = deployer.RolledBack
+		}
+		res.Running = s.running
+		return res
+	}
+
+	var done progress
+	rbRef := rollbackRef(s.image, r.target)
+	var replacedID string // the image the rollback tag protected before this rollout
+	err := r.rec.run(stepProtect, func() (string, error) {
+		var err error
+		if replacedID, err = d.imageID(ctx, rbRef); err != nil {
+			return "", err
+		}
+		if err := d.tag(ctx, s.imageID, rbRef); err != nil {
+			return "", err
+		}
+		done.protected = true
+		return fmt.Sprintf("image %s kept as %s", shortID(s.imageID), rbRef), nil
+	})
+	if err != nil {
+		res.Cause = err
+		return res
+	}
+
+	project := s.project
+	if ch.edit != nil {
+		err = r.rec.run(stepRewrite, func() (string, error) {
+			if err := ch.edit.apply(); err != nil {
+				return "", err
+			}
+			done.fileWritten = true
+			p, err := d.loadProject(ctx, s.loadOpts, s.name)
+			if err == nil {
+				err = verifyRewrite(s.project, p, s.name, ch.written)
+			}
+			if err != nil {
+				return "", err
+			}
+			project = p
+			return fmt.Sprintf("%s (backup in %s)", ch.edit, ch.edit.file+backupSuffix), nil
+		})
+		if err != nil {
+			return r.restore(ctx, ch, done, err, res)
+		}
+	}
+
+	if _, pinned := cutDigest(ch.written); !pinned {
+		err = r.rec.run(stepTag, func() (string, error) {
+			done.tagMoved = true
+			if err := d.tag(ctx, ch.imageID, ch.written); err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("%s → %s", ch.written, shortID(ch.imageID)), nil
+		})
+		if err != nil {
+			return r.restore(ctx, ch, done, err, res)
+		}
+	}
+
+	var ids []string
+	err = r.rec.run(stepConverge, func() (string, error) {
+		done.converging = true
+		var err error
+		ids, err = d.converge(ctx, project, s.name, len(s.containers), ch.labels, ch.imageID)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d container(s) recreated from %s", len(ids), shortID(ch.imageID)), nil
+	})
+	if err != nil {
+		return r.restore(ctx, ch, done, err, res)
+	}
+
+	err = r.rec.run(stepHealth, func() (string, error) {
+		return d.gate().wait(ctx, ids)
+	})
+	if err != nil {
+		return r.restore(ctx, ch, done, err, res)
+	}
+
+	_ = r.rec.run(stepFinish, func() (string, error) {
+		var errs []error
+		detail := "done"
+		if ch.edit != nil {
+			errs = append(errs, ch.edit.dropBackup())
+		}
+		if d.opts.CleanupOld && replacedID != "" && replacedID != s.imageID && replacedID != ch.imageID {
+			msg, err := d.removeReplaced(ctx, replacedID, s.image, project)
+			detail, errs = msg, append(errs, err)
+		}
+		// The rollout succeeded: a cleanup problem is reported, not undone.
+		return detail, errors.Join(errs...)
+	})
+	res.Outcome = ch.success
+	res.Running = ch.want.Digest
+	return res
+}
+
+// fetch makes the image to run local: already there by digest, or pulled.
+func (r *rollout) fetch(ctx context.Context, ch *change) error {
+	d := r.d
+	var local bool
+	err := r.rec.run(stepPull, func() (string, error) {
+		if id, err := d.checkLocalDigest(ctx, ch.want); err == nil {
+			ch.imageID, local = id, true
+			return "already local", nil
+		}
+		_, err := d.pullByDigest(ctx, ch.want)
+		if err != nil {
+			return "", err
+		}
+		return "pulled " + ch.want.Repo() + "@" + ch.want.Digest, nil
+	})
+	if err != nil || local {
+		return err
+	}
+	return r.rec.run(stepVerifyDigest, func() (string, error) {
+		id, err := d.checkLocalDigest(ctx, ch.want)
+		if err != nil {
+			return "", err
+		}
+		ch.imageID = id
+		return fmt.Sprintf("image %s is %s", shortID(id), ch.want.Digest), nil
+	})
+}
+
+// restore undoes a failed change under its own deadline (the caller's
+// context may be what ended it) and reports the outcome: rolled back when
+// the previous version runs and is healthy again, failed with manual action
+// needed when it could not be restored. It never retries.
+func (r *rollout) restore(ctx context.Context, ch *change, done progress, cause error, res deployer.Result) deployer.Result {
+	d, s := r.d, ch.s
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.opts.RestoreTimeout)
+	defer cancel()
+	var he *deployer.HealthError
+	if errors.As(cause, &he) {
+		res.Logs = he.Logs
+		res.FailedDigest = ch.want.Digest
+	}
+	res.Cause = cause
+	fail := func(err error) deployer.Result {
+		res.Outcome = deployer.Failed
+		res.ManualAction = true
+		res.Running = ""
+		res.Cause = errors.Join(cause, fmt.Errorf("restoring the previous version failed, manual action needed (previous image %s is tagged %s): %w",
+			shortID(s.imageID), rollbackRef(s.image, r.target), err))
+		return res
+	}
+	if done.fileWritten {
+		if err := r.rec.run(stepRestoreFiles, func() (string, error) {
+			return "restored " + ch.edit.file, ch.edit.restore()
+		}); err != nil {
+			return fail(err)
+		}
+	}
+	if _, pinned := cutDigest(s.config.Image); !pinned && (done.tagMoved || done.fileWritten) {
+		if err := r.rec.run(stepRestoreTag, func() (string, error) {
+			return fmt.Sprintf("%s → %s", s.config.Image, shortID(s.imageID)), d.tag(rctx, s.imageID, s.config.Image)
+		}); err != nil {
+			return fail(err)
+		}
+	}
+	if !done.converging {
+		// Nothing that runs was touched.
+		res.Outcome = deployer.Failed
+		res.Running = s.running
+		return res
+	}
+	var ids []string
+	if err := r.rec.run(stepRestoreConverge, func() (string, error) {
+		var err error
+		ids, err = d.converge(rctx, s.project, s.name, len(s.containers), ownLabels(s.containers[0].Labels), s.imageID)
+		return fmt.Sprintf("%d container(s) back on %s", len(ids), shortID(s.imageID)), err
+	}); err != nil {
+		return fail(err)
+	}
+	if err := r.rec.run(stepRestoreHealth, func() (string, error) {
+		return d.gate().wait(rctx, ids)
+	}); err != nil {
+		return fail(err)
+	}
+	res.Outcome = deployer.RolledBack
+	if ch.success == deployer.RolledBack {
+		// A manual rollback that failed and was undone: the version from
+		// before the rollback runs again; nothing was rolled back.
+		res.Outcome = deployer.Failed
+	}
+	res.Running = s.running
+	return res
+}
+
+func (d *Deployer) gate() gate {
+	return gate{engine: d.engine, samples: d.opts.HealthSamples, interval: d.opts.HealthInterval, timeout: d.opts.HealthTimeout}
+}
+
+// converge makes the SDK recreate the service's containers from p narrowed
+// to it, and returns the new container IDs once every replica runs imageID.
+func (d *Deployer) converge(ctx context.Context, p *types.Project, svc string, replicas int, labels map[string]string, imageID string) ([]string, error) {
+	n, err := narrow(p, svc, replicas, labels)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, d.opts.ConvergeTimeout)
+	defer cancel()
+	err = d.sdk.Up(cctx, n, api.UpOptions{
+		Create: api.CreateOptions{
+			Services:             n.ServiceNames(),
+			Recreate:             api.RecreateDiverged,
+			RecreateDependencies: api.RecreateNever,
+			Inherit:              true,
+			QuietPull:            true,
+			IgnoreOrphans:        true,
+		},
+		Start: api.StartOptions{Project: n},
+	})
+	if err != nil {
+		if errors.Is(cctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("compose up %s: not done within %s: %w", svc, d.opts.ConvergeTimeout, err)
+		}
+		return nil, fmt.Errorf("compose up %s: %w", svc, err)
+	}
+	ctrs, err := d.serviceContainers(ctx, p.Name, svc)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(ctrs))
+	for _, c := range ctrs {
+		if c.ImageID != imageID {
+			return nil, fmt.Errorf("compose up %s: container %s runs %s, want %s", svc, canonicalName(c), shortID(c.ImageID), shortID(imageID))
+		}
+		ids = append(ids, c.ID)
+	}
+	if len(ids) != replicas {
+		return nil, fmt.Errorf("compose up %s: %d container(s), want %d", svc, len(ids), replicas)
+	}
+	return ids, nil
+}
+
+// verifyRewrite proves, by loading the project again, that the rewrite
+// changed the service's image to written and nothing else anywhere: not
+// another service sharing a variable, an anchor or an extends base, not a
+// network or volume.
+func verifyRewrite(before, after *types.Project, svc, written string) error {
+	got, ok := after.Services[svc]
+	if !ok {
+		return fmt.Errorf("after the rewrite the project has no service %s", svc)
+	}
+	if got.Image != written {
+		return fmt.Errorf("%w: after the rewrite the project reads image %q for %s, want %q", deployer.ErrUnsupported, got.Image, svc, written)
+	}
+	got.Image = before.Services[svc].Image
+	if !sameHash(before.Services[svc], got) {
+		return fmt.Errorf("%w: the rewrite changes more of %s than its image", deployer.ErrUnsupported, svc)
+	}
+	var changed []string
+	all0, all1 := before.AllServices(), after.AllServices()
+	for _, name := range sortedKeys(all0) {
+		if name == svc {
+			continue
+		}
+		if b, ok := all1[name]; !ok || !sameHash(all0[name], b) {
+			changed = append(changed, "service "+name)
+		}
+	}
+	for _, key := range sortedKeys(before.Networks) {
+		b, ok := after.Networks[key]
+		a := before.Networks[key]
+		ha, _ := composesdk.NetworkHash(&a)
+		hb, _ := composesdk.NetworkHash(&b)
+		if !ok || ha != hb {
+			changed = append(changed, "network "+key)
+		}
+	}
+	for _, key := range sortedKeys(before.Volumes) {
+		b, ok := after.Volumes[key]
+		ha, _ := composesdk.VolumeHash(before.Volumes[key])
+		hb, _ := composesdk.VolumeHash(b)
+		if !ok || ha != hb {
+			changed = append(changed, "volume "+key)
+		}
+	}
+	if len(changed) > 0 {
+		return fmt.Errorf("%w: the rewrite would also change %v, which share the image reference of %s; shipwatch changes only the service it updates: give %s its own tag or variable",
+			deployer.ErrUnsupported, changed, svc, svc)
+	}
+	return nil
+}
+
+func sameHash(a, b types.ServiceConfig) bool {
+	ha, err1 := composesdk.ServiceHash(a)
+	hb, err2 := composesdk.ServiceHash(b)
+	return err1 == nil && err2 == nil && ha == hb
+}
