@@ -33,4 +33,3 @@ func TestKeyedSignaturesAllFormats(t *testing.T) {
 		}
 	}
 }
-
