@@ -3,6 +3,7 @@ package compose_test
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -37,11 +38,26 @@ func newEnv(t *testing.T, opts compose.Options, regOpts ...testenv.RegistryOptio
 	cli := testenv.Engine(t)
 	reg := testenv.NewRegistry(t, regOpts...)
 	testenv.RemoveImagesOf(t, cli, reg.Host)
+	return &env{t: t, cli: cli, reg: reg, dep: newDeployer(t, opts)}
+}
+
+// newEnvWrapped is newEnv with the deployer's engine calls going through
+// wrap (fault injection at the engine boundary).
+func newEnvWrapped(t *testing.T, opts compose.Options, wrap func(compose.Engine) compose.Engine) *env {
+	t.Helper()
+	cli := testenv.Engine(t)
+	reg := testenv.NewRegistry(t)
+	testenv.RemoveImagesOf(t, cli, reg.Host)
+	opts.Engine = wrap(cli)
+	return &env{t: t, cli: cli, reg: reg, dep: newDeployer(t, opts)}
+}
+
+// newDeployer is compose.New with test timings: 200ms between health
+// samples, bounded restores.
+func newDeployer(t *testing.T, opts compose.Options) *compose.Deployer {
+	t.Helper()
 	if opts.HealthInterval == 0 {
 		opts.HealthInterval = 200 * time.Millisecond
-	}
-	if opts.HealthSamples == 0 {
-		opts.HealthSamples = 3
 	}
 	if opts.RestoreTimeout == 0 {
 		opts.RestoreTimeout = 2 * time.Minute
@@ -52,12 +68,31 @@ func newEnv(t *testing.T, opts compose.Options, regOpts ...testenv.RegistryOptio
 		t.Fatalf("compose.New: %v", err)
 	}
 	t.Cleanup(func() { _ = dep.Close() })
-	return &env{t: t, cli: cli, reg: reg, dep: dep}
+	return dep
+}
+
+// assertNoBackups fails when a rollout left a backup file in dir.
+func assertNoBackups(t *testing.T, dir string) {
+	t.Helper()
+	left, _ := filepath.Glob(filepath.Join(dir, "*.shipwatch-*"))
+	hidden, _ := filepath.Glob(filepath.Join(dir, ".*.shipwatch-*"))
+	if all := append(left, hidden...); len(all) > 0 {
+		t.Errorf("rollout left files behind: %v", all)
+	}
 }
 
 // push pushes app as demo/app:tag and returns the pinned reference.
+//
+// The image is labelled with the registry's address: testenv.RemoveImagesOf
+// force-removes images by ID, so two parallel tests must never share an
+// image ID.
 func (e *env) push(tag string, app testenv.App) imageref.Ref {
 	e.t.Helper()
+	app.Labels = maps.Clone(app.Labels)
+	if app.Labels == nil {
+		app.Labels = map[string]string{}
+	}
+	app.Labels["shipwatch.test.registry"] = e.reg.Host
 	d := e.reg.MustPush(e.t, "demo/app:"+tag, app.MustImage(e.t))
 	return imageref.MustParse(e.reg.Ref("demo/app:" + tag)).WithDigest(d)
 }
