@@ -88,3 +88,5 @@ func wantDecision(t testing.TB, vd verify.Verdict, want verify.Decision, fragmen
 func imagePolicy(reg *testenv.Registry, authorities ...verify.AuthoritySpec) verify.PolicySpec {
 	return verify.PolicySpec{Name: "test", Images: []string{reg.Host + "/**"}, Authorities: authorities}
 }
+
+func timeNow() time.Time { return time.Now() }

@@ -235,8 +235,20 @@ func NewSigstore() (*Sigstore, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The virtual Sigstore's log IDs are hex text where the trusted root
+	// format wants the raw key ID; fix them so the JSON round-trips.
+	rekor := map[string]*root.TransparencyLog{}
+	for id, tl := range vs.RekorLogs() {
+		raw, err := hex.DecodeString(id)
+		if err != nil {
+			return nil, err
+		}
+		cp := *tl
+		cp.ID = raw
+		rekor[id] = &cp
+	}
 	// No CT logs in the trusted root: the virtual Fulcio embeds no SCTs.
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, vs.FulcioCertificateAuthorities(), nil, vs.TimestampingAuthorities(), vs.RekorLogs())
+	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, vs.FulcioCertificateAuthorities(), nil, vs.TimestampingAuthorities(), rekor)
 	if err != nil {
 		return nil, err
 	}

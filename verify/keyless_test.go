@@ -1,0 +1,115 @@
+package verify_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/shipwatch/shipwatch/imageref"
+	"github.com/shipwatch/shipwatch/internal/testenv"
+	"github.com/shipwatch/shipwatch/verify"
+	"github.com/shipwatch/shipwatch/verify/sigtest"
+)
+
+const (
+	ciSubject = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1.0.0"
+	ciIssuer  = "https://token.actions.githubusercontent.com"
+)
+
+func keylessAuthority(t *testing.T, ss *sigtest.Sigstore, spec verify.KeylessSpec) verify.AuthoritySpec {
+	t.Helper()
+	p, err := ss.WriteTrustedRoot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.TrustedRootFile = p
+	return verify.AuthoritySpec{Name: "ci", Keyless: &spec}
+}
+
+func no() *bool { b := false; return &b }
+
+func TestKeylessSignatures(t *testing.T) {
+	ss := sigtest.MustSigstore(t)
+	ci := ss.Identity(ciSubject, ciIssuer)
+	exact := verify.KeylessSpec{Subject: ciSubject, Issuer: ciIssuer}
+	tests := []struct {
+		name   string
+		signer sigtest.Signer
+		spec   verify.KeylessSpec
+		want   verify.Decision
+		frag   string
+	}{
+		{"exact identity", ci, exact, verify.Allowed, "subject " + ciSubject + " issuer " + ciIssuer},
+		{"subject regex", ci, verify.KeylessSpec{SubjectRegex: `https://github\.com/acme/.*`, Issuer: ciIssuer}, verify.Allowed, "signed by ci"},
+		{"issuer regex", ci, verify.KeylessSpec{Subject: ciSubject, IssuerRegex: `https://token\.actions\.githubusercontent\.com`}, verify.Allowed, "signed by ci"},
+		{"with signed timestamp", ci, verify.KeylessSpec{Subject: ciSubject, Issuer: ciIssuer, RequireTimestamp: true}, verify.Allowed, "signed by ci"},
+		{"timestamp only, no tlog", ci, verify.KeylessSpec{Subject: ciSubject, Issuer: ciIssuer, RequireTimestamp: true, RequireTlog: no()}, verify.Allowed, "signed by ci"},
+		{"wrong subject", ss.Identity("https://github.com/evil/app/.github/workflows/release.yml@refs/heads/main", ciIssuer), exact, verify.Blocked, "SAN"},
+		{"wrong issuer", ss.Identity(ciSubject, "https://accounts.google.com"), exact, verify.Blocked, "issuer"},
+		{"regex must match the whole subject", ss.Identity("https://evil.example/?https://github.com/acme/x", ciIssuer), verify.KeylessSpec{SubjectRegex: `https://github\.com/acme/.*`, Issuer: ciIssuer}, verify.Blocked, "SAN"},
+		{"other Sigstore deployment", sigtest.MustSigstore(t).Identity(ciSubject, ciIssuer), exact, verify.Blocked, "rejected"},
+	}
+	for _, tc := range tests {
+		for _, format := range []sigtest.Format{sigtest.Bundle, sigtest.Legacy} {
+			t.Run(tc.name+"/"+string(format), func(t *testing.T) {
+				reg := testenv.NewRegistry(t, testenv.WithReferrersAPI())
+				img := pushRandom(t, reg, "demo/app:1.0")
+				sigtest.MustSign(t, reg, digestRef(img), tc.signer, format)
+				v := newVerifier(t, reg, imagePolicy(reg, keylessAuthority(t, ss, tc.spec)))
+				vd := v.Verify(ctx(t), img)
+				wantDecision(t, vd, tc.want, tc.frag)
+				if tc.want == verify.Allowed && vd.Signer != "ci (subject "+ciSubject+" issuer "+ciIssuer+")" {
+					t.Errorf("signer: got %q, want the certificate identity", vd.Signer)
+				}
+			})
+		}
+	}
+}
+
+func TestKeylessLegacyTransparencyLog(t *testing.T) {
+	ss := sigtest.MustSigstore(t)
+	ci := ss.Identity(ciSubject, ciIssuer)
+	bg := context.Background()
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, reg *testenv.Registry, img imageref.Ref)
+		want  verify.Decision
+		frag  string
+	}{
+		{"rekor entry of another signing", func(t *testing.T, reg *testenv.Registry, img imageref.Ref) {
+			payload, ann, err := sigtest.LegacySignatureLayer(ci, img.Repo(), img.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, other, err := sigtest.LegacySignatureLayer(ci, img.Repo(), img.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ann[sigtest.AnnBundle] = other[sigtest.AnnBundle]
+			if err := sigtest.AppendLegacyLayer(bg, reg, digestRef(img), ".sig", payload, sigtest.MediaSimpleSigning, ann); err != nil {
+				t.Fatal(err)
+			}
+		}, verify.Blocked, "transparency log"},
+		{"no rekor entry", func(t *testing.T, reg *testenv.Registry, img imageref.Ref) {
+			payload, ann, err := sigtest.LegacySignatureLayer(ci, img.Repo(), img.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			delete(ann, sigtest.AnnBundle)
+			if err := sigtest.AppendLegacyLayer(bg, reg, digestRef(img), ".sig", payload, sigtest.MediaSimpleSigning, ann); err != nil {
+				t.Fatal(err)
+			}
+		}, verify.Blocked, "log"},
+		{"rekor entry and certificate of the same signing", func(t *testing.T, reg *testenv.Registry, img imageref.Ref) {
+			sigtest.MustSign(t, reg, digestRef(img), ci, sigtest.Legacy)
+		}, verify.Allowed, "signed by ci"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := testenv.NewRegistry(t)
+			img := pushRandom(t, reg, "demo/app:1.0")
+			tc.setup(t, reg, img)
+			v := newVerifier(t, reg, imagePolicy(reg, keylessAuthority(t, ss, verify.KeylessSpec{Subject: ciSubject, Issuer: ciIssuer})))
+			wantDecision(t, v.Verify(ctx(t), img), tc.want, tc.frag)
+		})
+	}
+}
