@@ -58,6 +58,9 @@ func (g gate) wait(ctx context.Context, ids []string) (string, error) {
 	start := time.Now()
 	deadline := start.Add(timeout)
 	base := map[string]baseline{}
+	if st := first.Container.State; st != nil {
+		base[ids[0]] = baseline{startedAt: st.StartedAt, restarts: first.Container.RestartCount}
+	}
 	streak := 0
 	ticker := time.NewTicker(g.interval)
 	defer ticker.Stop()
