@@ -221,9 +221,21 @@ func validHost(h string) error {
 	}
 	u, err := url.Parse("//" + h)
 	if err != nil || u.Host != h || u.Path != "" || u.User != nil || strings.ContainsAny(h, "/@ ") {
-		return fmt.Errorf("%q is not a registry host; use the registry part of an image reference, such as ghcr.io or 127.0.0.1:5000 (no scheme, no path)", h)
+		return fmt.Errorf("%q is not a registry host; use the registry part of an image reference, such as ghcr.io or 127.0.0.1:5000 (no scheme, user or path)", redactUserinfo(h))
 	}
 	return nil
+}
+
+// redactUserinfo hides a "user:password@" that someone wrote into a host.
+func redactUserinfo(s string) string {
+	if i := strings.LastIndexByte(s, '@'); i >= 0 {
+		scheme := ""
+		if j := strings.Index(s, "://"); j >= 0 && j < i {
+			scheme = s[:j+3]
+		}
+		return scheme + "REDACTED@" + s[i+1:]
+	}
+	return s
 }
 
 func parseMirror(m string) (mirrorSpec, error) {
@@ -231,7 +243,7 @@ func parseMirror(m string) (mirrorSpec, error) {
 	rest := m
 	if s, r, ok := strings.Cut(m, "://"); ok {
 		if s != "https" && s != "http" {
-			return ms, fmt.Errorf("%q: scheme must be https or http", m)
+			return ms, fmt.Errorf("%q: scheme must be https or http", redactUserinfo(m))
 		}
 		ms.scheme, rest = s, strings.TrimSuffix(r, "/")
 	}
