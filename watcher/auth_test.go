@@ -42,7 +42,7 @@ func TestTokenLifetime(t *testing.T) {
 		expiresIn int
 		want      time.Duration
 	}{
-		{0, 54 * time.Second},   // missing: 60 s by the token spec, renewed 6 s early
+		{0, 54 * time.Second},    // missing: 60 s by the token spec, renewed 6 s early
 		{300, 270 * time.Second}, // testenv's 5 minutes
 		{3600, 3570 * time.Second},
 		{2, 1800 * time.Millisecond},
