@@ -1,0 +1,109 @@
+package verify_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/shipwatch/shipwatch/internal/testenv"
+	"github.com/shipwatch/shipwatch/verify"
+	"github.com/shipwatch/shipwatch/verify/sigtest"
+)
+
+func requestLog(reqs []testenv.Request) string {
+	var parts []string
+	for _, r := range reqs {
+		parts = append(parts, fmt.Sprintf("%s %s %d", r.Method, r.Kind, r.Status))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// TestRequestBudget pins the registry requests of one verification of a new
+// digest once the token is cached (design: at most 2 beyond discovery of
+// the signature manifest) and of a cached digest (none).
+func TestRequestBudget(t *testing.T) {
+	key := sigtest.MustKey(t, "")
+	tests := []struct {
+		name      string
+		referrers bool
+		format    sigtest.Format
+		// want is the request log of a new digest; the discovery part ends
+		// with the first listing or manifest that names the signature.
+		want string
+	}{
+		{"bundle via referrers API", true, sigtest.Bundle, "GET referrers 200, GET manifest 200, GET blob 200"},
+		{"bundle via fallback tag", false, sigtest.Bundle, "GET manifest 200, GET manifest 200, GET blob 200"},
+		{"legacy .sig, registry with referrers API", true, sigtest.Legacy, "GET referrers 200, GET manifest 200, GET blob 200"},
+		{"legacy .sig, registry without referrers API", false, sigtest.Legacy, "GET manifest 404, GET manifest 200, GET blob 200"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := []testenv.RegistryOption{testenv.WithTokenAuth("robot", "s3cret")}
+			if tc.referrers {
+				opts = append(opts, testenv.WithReferrersAPI())
+			}
+			reg := testenv.NewRegistry(t, opts...)
+			first := pushRandom(t, reg, "demo/app:1.0")
+			second := pushRandom(t, reg, "demo/app:2.0")
+			sigtest.MustSign(t, reg, digestRef(first), key, tc.format)
+			sigtest.MustSign(t, reg, digestRef(second), key, tc.format)
+			v := newVerifier(t, reg, imagePolicy(reg, keyAuthority("release", key)))
+
+			// The first verification pays for the ping and the token.
+			wantDecision(t, v.Verify(ctx(t), first), verify.Allowed)
+			reg.Reset()
+
+			vd := v.Verify(ctx(t), second)
+			wantDecision(t, vd, verify.Allowed)
+			if got := requestLog(reg.Requests()); got != tc.want {
+				t.Errorf("requests for a new digest: got %q, want %q", got, tc.want)
+			}
+			if n := reg.Count("", "ping") + reg.Count("", "token"); n != 0 {
+				t.Errorf("ping and token requests: got %d, want 0 (the transport and its token are reused)", n)
+			}
+			if n := reg.Conns(); n > 1 {
+				t.Errorf("new connections: got %d, want at most 1 (keep-alive)", n)
+			}
+			if vd.Cached {
+				t.Errorf("cached: got true for a new digest")
+			}
+
+			reg.Reset()
+			vd = v.Verify(ctx(t), second)
+			wantDecision(t, vd, verify.Allowed)
+			if n := len(reg.Requests()); n != 0 || !vd.Cached {
+				t.Errorf("cached digest: got %d requests (%s) and cached=%v, want 0 and true", n, requestLog(reg.Requests()), vd.Cached)
+			}
+		})
+	}
+}
+
+// TestCacheKeyIncludesTrust checks that a verifier with other keys does not
+// reuse evidence from a shared cache.
+func TestCacheKeyIncludesTrust(t *testing.T) {
+	key := sigtest.MustKey(t, "")
+	other := sigtest.MustKey(t, "")
+	reg := testenv.NewRegistry(t, testenv.WithReferrersAPI())
+	img := pushRandom(t, reg, "demo/app:1.0")
+	sigtest.MustSign(t, reg, digestRef(img), key, sigtest.Bundle)
+	cache := verify.NewCache(10)
+	v1 := newVerifierOpts(t, reg, verify.Options{Policies: []verify.PolicySpec{imagePolicy(reg, keyAuthority("release", key))}, Cache: cache})
+	wantDecision(t, v1.Verify(ctx(t), img), verify.Allowed)
+	if cache.Len() != 1 {
+		t.Fatalf("cache entries: got %d, want 1", cache.Len())
+	}
+	// Same policy name and authority name, different key: a reload with
+	// a rotated key must not reuse the old result.
+	v2 := newVerifierOpts(t, reg, verify.Options{Policies: []verify.PolicySpec{imagePolicy(reg, keyAuthority("release", other))}, Cache: cache})
+	vd := v2.Verify(ctx(t), img)
+	wantDecision(t, vd, verify.Blocked)
+	if vd.Cached {
+		t.Errorf("cached: got true after a key change, want false")
+	}
+	// The same configuration again shares the cached evidence.
+	v3 := newVerifierOpts(t, reg, verify.Options{Policies: []verify.PolicySpec{imagePolicy(reg, keyAuthority("release", key))}, Cache: cache})
+	reg.Reset()
+	if vd := v3.Verify(ctx(t), img); !vd.Cached || reg.Count("", "") != 0 {
+		t.Errorf("reloaded verifier: got cached=%v with %d requests, want cached with 0", vd.Cached, reg.Count("", ""))
+	}
+}
