@@ -387,3 +387,30 @@ func keys[V any](m map[string]V) []string {
 	slices.Sort(out)
 	return out
 }
+
+// A compose file that pins the digest gets the new tag and digest written;
+// no tag is moved.
+func TestDeployDigestPinnedReference(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, compose.Options{})
+	v1 := e.push("1.0.0", testenv.App{Version: "1.0.0"})
+	v2 := e.push("1.1.0", testenv.App{Version: "1.1.0"})
+	file := simpleCompose(v1.Familiar(), "")
+	p := e.project(map[string]string{"compose.yaml": file})
+
+	res := e.deploy(deployer.Plan{Target: e.target(p, "web"), To: v2})
+
+	if res.Outcome != deployer.Updated {
+		t.Fatalf("outcome = %s (%v), want %s", res.Outcome, res.Cause, deployer.Updated)
+	}
+	if got, want := readFile(t, p, "compose.yaml"), strings.Replace(file, v1.Familiar(), v2.Familiar(), 1); got != want {
+		t.Errorf("compose.yaml =\n%s\nwant\n%s", got, want)
+	}
+	if slices.Contains(stepNames(res), "tag image") {
+		t.Errorf("steps %v moved a tag for a digest-pinned reference", stepNames(res))
+	}
+	if got := e.runningDigest(p, "web"); got != v2.Digest {
+		t.Errorf("running digest = %s, want %s", got, v2.Digest)
+	}
+	e.upChangesNothing(p)
+}
