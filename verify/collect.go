@@ -345,7 +345,7 @@ func check(c candidate, digest string, r *rule, a *authority) (evidence, error) 
 	if err != nil {
 		return evidence{}, shortenSigstoreError(err)
 	}
-	ev := evidence{authority: a.name, identity: identity, subject: digest, source: c.source}
+	ev := evidence{authority: a.name, identity: identity, subject: digest, source: c.describe()}
 	if !c.dsse {
 		signed, err := parseSimpleSigning(c.payload)
 		if err != nil {
