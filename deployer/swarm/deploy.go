@@ -51,13 +51,14 @@ func (d *Deployer) Deploy(ctx context.Context, plan deployer.Plan, progress depl
 	start := time.Now()
 
 	svc, err := d.preflight(ctx, plan)
+	cur := specImage(svc.Spec)
+	if from := digestOf(cur); from != "" {
+		// Until the update is sent, the service runs what its spec pins.
+		r.res.From, r.res.Running = from, from
+	}
 	if err != nil {
 		r.step("check", start, "", err)
 		return r.fail(err)
-	}
-	cur := specImage(svc.Spec)
-	if from := digestOf(cur); from != "" {
-		r.res.From = from
 	}
 	if digestOf(cur) == plan.To.Digest {
 		r.step("check", start, fmt.Sprintf("service %s already runs %s", svc.Spec.Name, cur), nil)
@@ -312,18 +313,25 @@ func (d *Deployer) applyUpdate(ctx context.Context, r *run, svc swarm.Service, t
 		r.step("update", start, "", err)
 		return r.fail(err)
 	}
+	// From here on, what runs is known only from what is observed.
+	r.res.Running = ""
 	after, err := d.inspect(fctx, svc.ID)
 	if err != nil {
 		r.step("update", start, "", err)
-		return r.fail(err)
+		r.res.ManualAction = true
+		return r.fail(fmt.Errorf("the update of %s was sent but its state cannot be read; look at docker service ps %s: %w", svc.Spec.Name, svc.Spec.Name, err))
 	}
-	ours := specKey(after.Spec)
-	wantImage := specImage(after.Spec)
+	ours, wantImage := specKey(after.Spec), specImage(after.Spec)
 	if digestOf(wantImage) != target.Digest {
-		// Someone else's update landed right after ours.
-		err := fmt.Errorf("service %s runs %s right after shipwatch set %s: %w", svc.Spec.Name, wantImage, to, deployer.ErrConflict)
-		r.step("update", start, "", err)
-		return r.fail(err)
+		if !swarmRollingBack(after, prior) {
+			// Someone else's update landed right after ours.
+			err := fmt.Errorf("service %s runs %s right after shipwatch set %s: %w", svc.Spec.Name, wantImage, to, deployer.ErrConflict)
+			r.step("update", start, "", err)
+			return r.fail(err)
+		}
+		// Swarm rolled our update back before we could even read it: follow
+		// its rollback (our spec is never seen again).
+		ours, wantImage = "", to
 	}
 	detail := "image " + wantImage
 	if len(notes) > 0 {
@@ -384,6 +392,7 @@ func (d *Deployer) applyUpdate(ctx context.Context, r *run, svc swarm.Service, t
 		r.res.Running = runningOrSpec(d.settled(fctx, svc.ID))
 		return r.fail(err)
 	case phaseGone:
+		r.res.Running = ""
 		return r.fail(fmt.Errorf("service %s was removed while shipwatch followed its update: %w", svc.Spec.Name, deployer.ErrNotFound))
 	case phasePaused:
 		fail.Errs = append(fail.Errs, ErrPaused)
@@ -401,6 +410,20 @@ func (d *Deployer) applyUpdate(ctx context.Context, r *run, svc swarm.Service, t
 	// Paused, deadline or interrupted: restore the previous spec ourselves.
 	d.explain(fctx, r, svc.ID, fail, nil, known, obs.phase == phaseDeadline)
 	return d.rollBack(fctx, r, svc.ID, prior, ours, fail, minTasks)
+}
+
+// swarmRollingBack says whether svc is in Swarm's own rollback to prior's
+// spec (not one somebody asked for by hand).
+func swarmRollingBack(svc, prior swarm.Service) bool {
+	us := svc.UpdateStatus
+	if us == nil || strings.Contains(us.Message, "manually requested") {
+		return false
+	}
+	switch us.State {
+	case swarm.UpdateStateRollbackStarted, swarm.UpdateStateRollbackCompleted, swarm.UpdateStateRollbackPaused:
+		return specKey(svc.Spec) == specKey(prior.Spec)
+	}
+	return false
 }
 
 // activeSlots are the tasks that should run.

@@ -32,12 +32,13 @@ func (d *Deployer) Rollback(ctx context.Context, target deployer.Target, to stri
 	if err == nil {
 		err = deployable(svc)
 	}
+	cur := specImage(svc.Spec)
+	// Until an update is sent, the service runs what its spec pins.
+	r.res.From, r.res.Running = digestOf(cur), digestOf(cur)
 	if err != nil {
 		r.step("check", start, "", err)
 		return r.fail(err)
 	}
-	cur := specImage(svc.Spec)
-	r.res.From = digestOf(cur)
 
 	if to == "" {
 		prev := previousSpec(svc)
@@ -88,14 +89,18 @@ func previousSpec(svc swarm.Service) *swarm.ServiceSpec {
 }
 
 // rollbackRef is the pinned reference to roll back to: to itself when it is
-// a full reference, else the service's repository and tag pinned to the
-// digest to.
+// a full reference, else the service's repository pinned to the digest to
+// ("repo@sha256:…").
 func rollbackRef(svc swarm.Service, to string) (imageref.Ref, error) {
 	base := stackTag(svc)
 	if base.Path == "" {
 		return imageref.Ref{}, fmt.Errorf("service %s: its image %q is not a registry reference: %w", svc.Spec.Name, specImage(svc.Spec), ErrNotInRegistry)
 	}
 	if imageref.ValidDigest(to) {
+		// Which tag that digest had is history's business, not the
+		// service's: pin the repository alone rather than put the digest
+		// under the current (wrong) tag.
+		base.Tag = ""
 		return base.WithDigest(to), nil
 	}
 	ref, err := imageref.Parse(to)

@@ -118,6 +118,20 @@ func specKey(spec swarm.ServiceSpec) string {
 // else (labels included: com.docker.stack.image stays what the stack file
 // said) changes.
 func withImage(spec swarm.ServiceSpec, image string) (swarm.ServiceSpec, error) {
+	out, err := copySpec(spec)
+	if err != nil {
+		return out, err
+	}
+	if out.TaskTemplate.ContainerSpec == nil {
+		return out, fmt.Errorf("service has no container spec")
+	}
+	out.TaskTemplate.ContainerSpec.Image = image
+	return out, nil
+}
+
+// copySpec is a deep copy of spec (its JSON round trip is exact: the spec
+// is what the engine sent as JSON).
+func copySpec(spec swarm.ServiceSpec) (swarm.ServiceSpec, error) {
 	var out swarm.ServiceSpec
 	b, err := json.Marshal(spec)
 	if err != nil {
@@ -126,10 +140,6 @@ func withImage(spec swarm.ServiceSpec, image string) (swarm.ServiceSpec, error) 
 	if err := json.Unmarshal(b, &out); err != nil {
 		return out, fmt.Errorf("copy service spec: %w", err)
 	}
-	if out.TaskTemplate.ContainerSpec == nil {
-		return out, fmt.Errorf("service has no container spec")
-	}
-	out.TaskTemplate.ContainerSpec.Image = image
 	return out, nil
 }
 

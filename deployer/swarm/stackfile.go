@@ -127,11 +127,11 @@ func imageNode(raw []byte, service string) (*yaml.Node, error) {
 		return nil, fmt.Errorf("no service %q in services:", service)
 	}
 	img := mapValue(svc, "image")
+	if img != nil && (img.Kind == yaml.AliasNode || img.Anchor != "") {
+		return nil, fmt.Errorf("service %q shares its image through a YAML anchor: edit it by hand", service)
+	}
 	if img == nil || img.Kind != yaml.ScalarNode {
 		return nil, fmt.Errorf("service %q has no image: (built from source?)", service)
-	}
-	if img.Alias != nil || img.Anchor != "" || img.Tag == "!!merge" {
-		return nil, fmt.Errorf("service %q takes its image from a YAML anchor: edit it by hand", service)
 	}
 	return img, nil
 }
