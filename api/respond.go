@@ -42,10 +42,13 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	if sw, ok := w.(*statusWriter); ok && sw.redact != nil {
 		msg = sw.redact.String(msg)
 	}
-	data, _ := json.Marshal(errorBody{Error: msg})
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(errorBody{Error: msg})
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(code)
-	_, _ = w.Write(append(data, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 // backendError answers the error of a Backend call with the status its
