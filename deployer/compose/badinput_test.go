@@ -407,3 +407,34 @@ func TestDeployRefusesShellVariable(t *testing.T) {
 		t.Errorf("cause = %v, want ErrUnsupported naming the variable", res.Cause)
 	}
 }
+
+// A backup left by an interrupted rollout stops the next one: the file
+// may name a version that never ran, and the backup is the only copy of
+// what did.
+func TestDeployRefusesAfterInterruptedRollout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, compose.Options{})
+	e.push("1.0.0", testenv.App{Version: "1.0.0"})
+	v2 := e.push("1.1.0", testenv.App{Version: "1.1.0"})
+	p := e.project(map[string]string{"compose.yaml": simpleCompose(e.ref("1.0.0"), "")})
+	backup := filepath.Join(p.Dir, "compose.yaml.shipwatch-backup")
+	if err := os.WriteFile(backup, []byte("original\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ids, file := e.ids(p), readFile(t, p, "compose.yaml")
+
+	res := e.deploy(deployer.Plan{Target: e.target(p, "web"), To: v2})
+
+	if res.Outcome != deployer.Failed || !errors.Is(res.Cause, deployer.ErrConflict) || !strings.Contains(res.Cause.Error(), "interrupted") {
+		t.Fatalf("outcome = %s (%v), want failed with ErrConflict about an interrupted rollout", res.Outcome, res.Cause)
+	}
+	if got := e.ids(p); !equalIDs(got, ids) {
+		t.Errorf("containers changed")
+	}
+	if got := readFile(t, p, "compose.yaml"); got != file {
+		t.Errorf("compose.yaml changed")
+	}
+	if b, _ := os.ReadFile(backup); string(b) != "original\n" {
+		t.Errorf("the backup was overwritten: %q", b)
+	}
+}

@@ -1,6 +1,7 @@
 package compose_test
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/moby/moby/client"
+	"github.com/rs/zerolog"
 
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/deployer/compose"
@@ -341,13 +343,22 @@ func TestDeployPullsWithCredentials(t *testing.T) {
 		t.Fatalf("running digest after a refused pull = %s, want %s", got, d1)
 	}
 
-	withCreds := &env{t: t, cli: cli, reg: reg, dep: newDeployer(t, compose.Options{Keychain: kc, HealthInterval: 200 * time.Millisecond})}
+	var logs bytes.Buffer
+	withCreds := &env{t: t, cli: cli, reg: reg, dep: newDeployer(t, compose.Options{
+		Keychain: kc, HealthInterval: 200 * time.Millisecond, Logger: zerolog.New(&logs).Level(zerolog.DebugLevel),
+	})}
 	res = withCreds.deploy(deployer.Plan{Target: withCreds.target(p, "web"), To: to})
 	if res.Outcome != deployer.Updated {
 		t.Fatalf("outcome = %s (%v), want %s", res.Outcome, res.Cause, deployer.Updated)
 	}
 	if got := withCreds.runningDigest(p, "web"); got != d2 {
 		t.Errorf("running digest = %s, want %s", got, d2)
+	}
+	if !strings.Contains(logs.String(), `"step":"pull"`) {
+		t.Errorf("the injected logger got no step lines:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "s3cret") || strings.Contains(logs.String(), auth) {
+		t.Errorf("the log leaks the credentials")
 	}
 	if n := reg.Count("", "token"); n == 0 {
 		t.Errorf("registry issued no token: credentials were not used")

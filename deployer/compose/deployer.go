@@ -166,7 +166,7 @@ func (d *Deployer) lock(key string) (unlock func(), err error) {
 
 // Deploy rolls plan.To out to plan.Target: see docs/compose.md for the steps.
 func (d *Deployer) Deploy(ctx context.Context, plan deployer.Plan, progress deployer.Progress) deployer.Result {
-	rec := &recorder{now: d.opts.Now, progress: progress}
+	rec := &recorder{now: d.opts.Now, progress: progress, log: d.log, target: plan.Target.ID}
 	res := deployer.Result{Outcome: deployer.Failed, From: plan.Target.Digest, To: plan.To.Digest}
 	if err := checkTarget(plan.Target); err != nil {
 		res.Cause = err
@@ -189,7 +189,7 @@ func (d *Deployer) Deploy(ctx context.Context, plan deployer.Plan, progress depl
 // the digest to ("sha256:…" or "repo:tag@sha256:…") when it is not empty.
 // Success is Outcome RolledBack.
 func (d *Deployer) Rollback(ctx context.Context, target deployer.Target, to string, progress deployer.Progress) deployer.Result {
-	rec := &recorder{now: d.opts.Now, progress: progress}
+	rec := &recorder{now: d.opts.Now, progress: progress, log: d.log, target: target.ID}
 	res := deployer.Result{Outcome: deployer.Failed, From: target.Digest}
 	if err := checkTarget(target); err != nil {
 		res.Cause = err

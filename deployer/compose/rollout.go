@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/docker/compose/v5/pkg/api"
@@ -115,6 +116,9 @@ func (r *rollout) plan(s *service, to imageref.Ref) (*change, string, error) {
 	if pinnedInFile && to.Digest == "" {
 		return nil, "", fmt.Errorf("%w: the compose file pins %s by digest and the digest to go to is unknown", deployer.ErrUnsupported, s.config.Image)
 	}
+	if err := checkNoBackups(append(append([]string{}, s.loadOpts.ConfigPaths...), s.envFiles...)); err != nil {
+		return nil, "", err
+	}
 	written := rewrittenRef(s.config.Image, tag, to.Digest)
 	if written == s.config.Image && to.Digest != "" && s.running == to.Digest {
 		return nil, fmt.Sprintf("already runs %s", to.Digest), nil
@@ -135,8 +139,24 @@ func (r *rollout) plan(s *service, to imageref.Ref) (*change, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	if err := checkNoBackups([]string{edit.file}); err != nil {
+		return nil, "", err
+	}
 	ch.edit = &edit
 	return ch, "rewrite " + edit.String(), nil
+}
+
+// checkNoBackups refuses to start while a backup of an interrupted rollout
+// is next to one of the files: the file may hold a reference that never
+// ran, and a new backup would overwrite the only copy of the original.
+func checkNoBackups(files []string) error {
+	for _, f := range files {
+		if _, err := os.Stat(f + backupSuffix); err == nil {
+			return fmt.Errorf("%w: %s exists: an earlier rollout was interrupted; compare it with %s, keep the right one, remove the backup and try again",
+				deployer.ErrConflict, f+backupSuffix, f)
+		}
+	}
+	return nil
 }
 
 func cutDigest(ref string) (string, bool) {

@@ -3,6 +3,8 @@ package compose
 import (
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/shipwatch/shipwatch/deployer"
 )
 
@@ -33,6 +35,8 @@ const (
 type recorder struct {
 	now      func() time.Time
 	progress deployer.Progress
+	log      zerolog.Logger
+	target   string
 	steps    []deployer.Step
 }
 
@@ -47,6 +51,7 @@ func (r *recorder) run(name string, fn func() (string, error)) error {
 // add records a step that was timed elsewhere.
 func (r *recorder) add(s deployer.Step) {
 	r.steps = append(r.steps, s)
+	r.log.Debug().Str("target", r.target).Str("step", s.Name).Dur("took", s.Took).Str("detail", s.Detail).Err(s.Err).Msg("compose rollout step")
 	if r.progress != nil {
 		r.progress(s)
 	}
