@@ -162,6 +162,7 @@ type auth struct {
 	resource keychainResource
 	now      func() time.Time
 
+	lookupMu  sync.Mutex // serializes keychain lookups
 	mu        sync.Mutex
 	creds     credentials
 	credsTime time.Time
@@ -181,13 +182,21 @@ func (a *auth) credentials(ctx context.Context) (credentials, error) {
 	if a.explicit != nil {
 		return *a.explicit, nil
 	}
-	a.mu.Lock()
-	if a.credsOK && a.now().Sub(a.credsTime) < credentialTTL {
-		c := a.creds
-		a.mu.Unlock()
+	fresh := func() (credentials, bool) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.creds, a.credsOK && a.now().Sub(a.credsTime) < credentialTTL
+	}
+	if c, ok := fresh(); ok {
 		return c, nil
 	}
-	a.mu.Unlock()
+	// One lookup at a time: a pass starts hundreds of requests at once, and
+	// each lookup may run a credential helper.
+	a.lookupMu.Lock()
+	defer a.lookupMu.Unlock()
+	if c, ok := fresh(); ok {
+		return c, nil
+	}
 	if a.keychain == nil {
 		return credentials{}, nil
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,10 +188,14 @@ func TestNewValidatesOptions(t *testing.T) {
 	}
 }
 
-// fakeHelper is a credential helper for one registry.
-type fakeHelper struct{ host, user, secret string }
+// fakeHelper is a credential helper for one registry that counts its runs.
+type fakeHelper struct {
+	host, user, secret string
+	calls              *atomic.Int32
+}
 
 func (h fakeHelper) Get(server string) (string, string, error) {
+	h.calls.Add(1)
 	if server != h.host {
 		return "", "", fmt.Errorf("credentials not found in native keychain")
 	}
@@ -200,12 +205,24 @@ func (h fakeHelper) Get(server string) (string, string, error) {
 func TestCredentialsFromKeychain(t *testing.T) {
 	reg := tokenRegistry(t)
 	d := reg.MustPush(t, "demo/app:1", testImage(t, "x"))
+	var reqs []Request
+	for i := range 20 {
+		name := fmt.Sprintf("demo/app%02d:1", i)
+		reg.MustPush(t, name, testImage(t, "x"))
+		reqs = append(reqs, Request{Key: name, Image: ref(t, reg.Ref(name)), Running: d, Policy: digestPolicy})
+	}
+	var calls atomic.Int32
 	w := newWatcher(t, reg, func(o *Options) {
 		o.Registries = nil
-		o.Keychain = authn.NewKeychainFromHelper(fakeHelper{host: reg.Host, user: testUser, secret: testPass})
+		o.Keychain = authn.NewKeychainFromHelper(fakeHelper{host: reg.Host, user: testUser, secret: testPass, calls: &calls})
 	})
-	if r := checkOne(t, w, reg.Ref("demo/app:1"), d, digestPolicy); r.Err != nil || r.Change != ChangeNone {
-		t.Fatalf("credential helper: change %s, err %v; want none, nil", r.Change, r.Err)
+	for _, r := range w.Check(ctxT(t), reqs) {
+		if r.Err != nil || r.Change != ChangeNone {
+			t.Fatalf("credential helper: %s: change %s, err %v; want none, nil", r.Key, r.Change, r.Err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("credential helper ran %d times for 20 repositories, want 1", n)
 	}
 }
 

@@ -70,12 +70,24 @@ func (w *Watcher) Check(ctx context.Context, reqs []Request) []Result {
 	p := &pass{w: w, heads: map[string]*memo[manifestHead]{}, lists: map[string]*memo[[]string]{}, gets: map[string]*memo[manifestInfo]{}}
 	out := make([]Result, len(reqs))
 	var wg sync.WaitGroup
-	for i := range reqs {
+	start := func(i int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			out[i] = p.check(ctx, reqs[i])
 		}()
+	}
+	// Tag-following requests first: each is a chain (tag pages, then a
+	// HEAD), so starting them early keeps the chains off the pass's tail.
+	for i, r := range reqs {
+		if r.Policy != nil && r.Policy.FollowsTags() {
+			start(i)
+		}
+	}
+	for i, r := range reqs {
+		if r.Policy == nil || !r.Policy.FollowsTags() {
+			start(i)
+		}
 	}
 	wg.Wait()
 	return out

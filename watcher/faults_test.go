@@ -356,3 +356,35 @@ func TestUnreachableRegistry(t *testing.T) {
 		t.Errorf("error %q does not name the registry and what to do", r.Err)
 	}
 }
+
+func TestHeadWithoutDigestFallsBackToGet(t *testing.T) {
+	reg := testenv.NewRegistry(t)
+	img := testImage(t, "x")
+	d := reg.MustPush(t, "demo/app:1", img)
+	body, err := img.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt, _ := img.MediaType()
+	w := newWatcher(t, reg)
+	// A registry that does not send Docker-Content-Digest on HEAD.
+	reg.Intercept(func(rw http.ResponseWriter, req *http.Request) bool {
+		if !isManifest(req, "") {
+			return false
+		}
+		rw.Header().Set("Content-Type", string(mt))
+		rw.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		if req.Method == http.MethodGet {
+			_, _ = rw.Write(body)
+		}
+		return true
+	})
+	reg.Reset()
+	r := checkOne(t, w, reg.Ref("demo/app:1"), d, digestPolicy)
+	if r.Err != nil || r.Change != ChangeNone {
+		t.Fatalf("HEAD without digest: change %s, err %v; want none, nil", r.Change, r.Err)
+	}
+	if h, g := reg.Count(http.MethodHead, "manifest"), reg.Count(http.MethodGet, "manifest"); h != 1 || g != 1 {
+		t.Errorf("HEADs %d, GETs %d; want 1 and 1 (the digest is computed from the manifest)", h, g)
+	}
+}

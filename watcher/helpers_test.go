@@ -35,12 +35,16 @@ func testImage(tb testing.TB, label string) v1.Image {
 
 func testImageFor(tb testing.TB, os, arch, label string) v1.Image {
 	tb.Helper()
-	cf := &v1.ConfigFile{OS: os, Architecture: arch, Config: v1.Config{Labels: map[string]string{"test": label}}}
-	img, err := mutate.ConfigFile(empty.Image, cf)
+	img, err := newTestImage(os, arch, label)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return img
+}
+
+func newTestImage(os, arch, label string) (v1.Image, error) {
+	cf := &v1.ConfigFile{OS: os, Architecture: arch, Config: v1.Config{Labels: map[string]string{"test": label}}}
+	return mutate.ConfigFile(empty.Image, cf)
 }
 
 // testIndex is a multi-platform index with one image per platform.
