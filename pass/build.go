@@ -1,0 +1,156 @@
+package pass
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/rs/zerolog"
+
+	"github.com/shipwatch/shipwatch/config"
+	"github.com/shipwatch/shipwatch/deployer"
+	composedeployer "github.com/shipwatch/shipwatch/deployer/compose"
+	swarmdeployer "github.com/shipwatch/shipwatch/deployer/swarm"
+	"github.com/shipwatch/shipwatch/engine"
+	"github.com/shipwatch/shipwatch/verify"
+	"github.com/shipwatch/shipwatch/watcher"
+)
+
+// BuildOptions say which parts a command needs.
+type BuildOptions struct {
+	// Deployers builds the Compose and Swarm deployers (not needed by check).
+	Deployers bool
+}
+
+// Build makes the parts of a pass from the configuration, once, at start-up:
+// the engine connection, the registry watcher, the verifier with its
+// compiled policies, and the deployers. close releases them.
+func Build(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts BuildOptions) (deps Deps, closeFn func(), err error) {
+	cli, err := engine.Connect(ctx, cfg.Engine.Host)
+	if err != nil {
+		return Deps{}, nil, err
+	}
+	closeFn = func() { _ = cli.Close() }
+	defer func() {
+		if err != nil {
+			closeFn()
+		}
+	}()
+	w, err := watcher.New(WatcherOptions(cfg, log))
+	if err != nil {
+		return Deps{}, nil, fmt.Errorf("registry watcher: %w", err)
+	}
+	v, err := verify.New(VerifyOptions(cfg, log))
+	if err != nil {
+		return Deps{}, nil, fmt.Errorf("verification policy: %w", err)
+	}
+	for _, warning := range v.Warnings() {
+		log.Warn().Str("warning", warning).Msg("verification is weakened by configuration")
+	}
+	deps = Deps{
+		Config:    cfg,
+		Engine:    cli,
+		Watcher:   w,
+		Verifier:  v,
+		Policies:  NewPolicies(),
+		Logger:    log,
+		Deployers: map[deployer.Kind]deployer.Deployer{},
+	}
+	if opts.Deployers {
+		kc := Keychain(cfg)
+		cd, err := composedeployer.New(ctx, composedeployer.Options{Keychain: kc, Logger: log})
+		if err != nil {
+			return Deps{}, nil, fmt.Errorf("compose deployer: %w", err)
+		}
+		sd, err := swarmdeployer.New(ctx, swarmdeployer.Options{Keychain: kc, Logger: log})
+		if err != nil {
+			return Deps{}, nil, fmt.Errorf("swarm deployer: %w", err)
+		}
+		deps.Deployers[deployer.KindCompose] = cd
+		deps.Deployers[deployer.KindSwarm] = sd
+	}
+	return deps, closeFn, nil
+}
+
+// WatcherOptions maps the registries section of the config to the watcher.
+func WatcherOptions(cfg *config.Config, log zerolog.Logger) watcher.Options {
+	opts := watcher.Options{Logger: log, Concurrency: 4 * cfg.Concurrency, Platform: "linux/" + runtime.GOARCH}
+	for _, r := range cfg.Registries {
+		opts.Registries = append(opts.Registries, watcher.Registry{
+			Host:        r.Host,
+			Username:    r.Username,
+			Password:    r.Password.Value(),
+			Token:       r.Token.Value(),
+			Mirrors:     r.Mirrors,
+			Insecure:    r.Insecure,
+			CAFile:      r.CAFile,
+			Concurrency: r.Concurrency,
+			RateLimit:   r.RateLimit,
+		})
+	}
+	return opts
+}
+
+// VerifyOptions maps the verify section of the config to verifier policies,
+// resolving authority names.
+func VerifyOptions(cfg *config.Config, log zerolog.Logger) verify.Options {
+	auth := func(names []string) []verify.AuthoritySpec {
+		var out []verify.AuthoritySpec
+		for _, n := range names {
+			a := cfg.Verify.Authorities[n]
+			spec := verify.AuthoritySpec{Name: n, Key: a.Key, KeyFile: a.KeyFile}
+			if k := a.Keyless; k != nil {
+				spec.Keyless = &verify.KeylessSpec{
+					Issuer: k.Issuer, IssuerRegex: k.IssuerRegex, Subject: k.Subject, SubjectRegex: k.SubjectRegex,
+					TrustedRootFile: k.TrustedRoot, RequireTlog: k.RequireTlog, RequireTimestamp: k.RequireTimestamp,
+				}
+			}
+			out = append(out, spec)
+		}
+		return out
+	}
+	opts := verify.Options{Logger: log, Platforms: []string{"linux/" + runtime.GOARCH}}
+	for _, p := range cfg.Verify.Policies {
+		spec := verify.PolicySpec{
+			Name: p.Name, Images: p.Images, Mode: p.Mode, AllowUnsigned: p.AllowUnsigned,
+			Authorities: auth(p.SignedBy), PlatformSignatures: p.PlatformSignatures,
+		}
+		for _, a := range p.Attestations {
+			spec.Attestations = append(spec.Attestations, verify.AttestationSpec{PredicateType: a.Type, Authorities: auth(a.SignedBy)})
+		}
+		if s := p.Scan; s != nil {
+			spec.Scan = &verify.ScanSpec{Authorities: auth(s.SignedBy), MaxSeverity: s.MaxSeverity, MaxAge: s.MaxAge.Std(), IgnoreCVEs: s.Ignore, Missing: s.Missing}
+		}
+		if pr := p.Provenance; pr != nil {
+			spec.Provenance = &verify.ProvenanceSpec{BuilderID: pr.BuilderID, Authorities: auth(pr.SignedBy)}
+		}
+		opts.Policies = append(opts.Policies, spec)
+	}
+	return opts
+}
+
+// Keychain returns the registry credentials the deployers hand to the engine:
+// the config's registries first, then the Docker config.json and its
+// credential helpers.
+func Keychain(cfg *config.Config) authn.Keychain {
+	return authn.NewMultiKeychain(configKeychain(cfg.Registries), authn.DefaultKeychain)
+}
+
+type configKeychain []config.Registry
+
+func (k configKeychain) Resolve(res authn.Resource) (authn.Authenticator, error) {
+	host := res.RegistryStr()
+	for _, r := range k {
+		if r.Host != host && !(r.Host == "docker.io" && host == "index.docker.io") {
+			continue
+		}
+		switch {
+		case r.Token.IsSet():
+			return &authn.Bearer{Token: r.Token.Value()}, nil
+		case r.Password.IsSet():
+			return &authn.Basic{Username: r.Username, Password: r.Password.Value()}, nil
+		}
+	}
+	return authn.Anonymous, nil
+}

@@ -1,0 +1,155 @@
+package pass
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/shipwatch/shipwatch/deployer"
+	"github.com/shipwatch/shipwatch/discovery"
+	"github.com/shipwatch/shipwatch/state"
+)
+
+// Rollback restores the version that ran before the last update of the one
+// target selector names (or the digest to, when given). When the platform
+// has no previous version left (Swarm's previous spec consumed by its own
+// automatic rollback), the previous digest recorded in history is used.
+func Rollback(ctx context.Context, deps Deps, selector, to string) (TargetResult, error) {
+	t, err := findTarget(ctx, deps, selector)
+	if err != nil {
+		return TargetResult{}, err
+	}
+	r := rollbackTarget(ctx, deps, t, to, "rollback")
+	logOutcome(deps.Logger, Rollout, r)
+	recordRollback(deps, r, "rollback")
+	return r, nil
+}
+
+// findTarget discovers the targets and returns the one selector names.
+func findTarget(ctx context.Context, deps Deps, selector string) (deployer.Target, error) {
+	found, err := discovery.Discover(ctx, deps.Engine)
+	if err != nil {
+		return deployer.Target{}, fmt.Errorf("discover targets: %w", err)
+	}
+	var match []deployer.Target
+	for _, t := range found.Targets {
+		if selected(t, []string{selector}) {
+			match = append(match, t)
+		}
+	}
+	switch {
+	case len(match) == 0:
+		return deployer.Target{}, fmt.Errorf("%w %s; `shipwatch check` lists the targets on this engine", ErrNoTarget, selector)
+	case len(match) > 1:
+		return deployer.Target{}, fmt.Errorf("%s matches %d targets (%s, %s, …); name exactly one", selector, len(match), match[0].ID, match[1].ID)
+	case match[0].Unmanaged != "":
+		return deployer.Target{}, fmt.Errorf("%s is not managed by shipwatch: %s", match[0].ID, match[0].Unmanaged)
+	}
+	return match[0], nil
+}
+
+func rollbackTarget(ctx context.Context, deps Deps, t deployer.Target, to, why string) TargetResult {
+	r := TargetResult{Target: t, Outcome: deployer.Failed}
+	d, ok := deps.Deployers[t.Kind]
+	if !ok {
+		r.Reason = fmt.Sprintf("no deployer for %s targets", t.Kind)
+		return r
+	}
+	if deps.Locks != nil {
+		if !deps.Locks.TryLock(t.ID) {
+			r.Reason = "another rollout of this target is in progress"
+			return r
+		}
+		defer deps.Locks.Unlock(t.ID)
+	}
+	dctx, cancel := graceContext(ctx, deps.RolloutGrace)
+	defer cancel()
+	if deps.Store != nil {
+		if err := deps.Store.BeginJournal(state.Journal{Op: "rollback", Target: t.ID, Kind: string(t.Kind), From: t.Digest, FromImage: t.Image.String(), To: to, Step: "start"}); err != nil {
+			r.Err, r.Reason = err, "state: cannot write the rollout journal: "+err.Error()
+			return r
+		}
+		defer func() { _ = deps.Store.EndJournal(t.ID) }()
+	}
+	progress := func(s deployer.Step) {
+		if deps.Progress != nil {
+			deps.Progress(t, s)
+		}
+	}
+	start := time.Now()
+	res := d.Rollback(dctx, t, to, progress)
+	if to == "" && errors.Is(res.Cause, deployer.ErrNoPrevious) && deps.Store != nil {
+		if prev, err := deps.Store.LastDeployed(t.ID); err == nil && prev != "" {
+			progress(deployer.Step{Name: "history", Detail: "platform has no previous version; using " + shortDigest(prev) + " from history"})
+			res = d.Rollback(dctx, t, prev, progress)
+		}
+	}
+	r.Deploy, r.Took, r.Outcome = &res, time.Since(start), res.Outcome
+	switch res.Outcome {
+	case deployer.Updated, deployer.RolledBack:
+		r.Outcome = deployer.RolledBack
+		r.Reason = why + ": now runs " + shortDigest(res.Running)
+	case deployer.UpToDate:
+		r.Reason = why + ": already runs " + shortDigest(res.Running)
+	default:
+		r.Err = res.Cause
+		r.Reason = fmt.Sprintf("%s failed: %v", why, res.Cause)
+		if res.ManualAction {
+			r.Reason += " — manual action needed"
+		}
+	}
+	return r
+}
+
+func recordRollback(deps Deps, r TargetResult, mode string) {
+	if deps.Store == nil {
+		return
+	}
+	e := state.Entry{Target: r.Target.ID, Mode: mode, Image: r.Target.Image.String(), From: r.Target.Digest,
+		Outcome: string(r.Outcome), Reason: r.Reason, DurationMS: r.Took.Milliseconds()}
+	if r.Deploy != nil {
+		e.Running, e.To = r.Deploy.Running, r.Deploy.To
+	}
+	if _, err := deps.Store.AddHistory(e, deps.Config.State.History); err != nil {
+		deps.Logger.Error().Err(err).Str("target", r.Target.ID).Msg("record history")
+	}
+}
+
+// Recover finishes what a previous process left in flight: for every rollout
+// journal it finds, it restores the version that ran before (or, for an
+// interrupted rollback, completes the rollback), reconciling with what the
+// engine reports. The interrupted digest is not quarantined (nothing proved
+// it bad); the next pass offers it again.
+func Recover(ctx context.Context, deps Deps, journals []state.Journal) []TargetResult {
+	var out []TargetResult
+	for _, j := range journals {
+		log := deps.Logger.With().Str("target", j.Target).Str("step", j.Step).Int("pid", j.PID).Logger()
+		log.Warn().Msg("found a rollout interrupted by a previous agent: reconciling")
+		t, err := findTarget(ctx, deps, j.Target)
+		if err != nil {
+			log.Error().Err(err).Msg("interrupted rollout: target gone; nothing to restore")
+			if deps.Store != nil {
+				_ = deps.Store.EndJournal(j.Target)
+				_, _ = deps.Store.AddHistory(state.Entry{Target: j.Target, Mode: "recover", To: j.To, From: j.From, Outcome: string(deployer.Failed), Reason: "interrupted rollout; the target no longer exists: " + err.Error()}, deps.Config.State.History)
+			}
+			continue
+		}
+		to := j.From
+		if j.Op == "rollback" {
+			to = j.To
+		}
+		r := rollbackTarget(ctx, deps, t, to, "recovered interrupted "+opName(j.Op))
+		logOutcome(deps.Logger, Agent, r)
+		recordRollback(deps, r, "recover")
+		out = append(out, r)
+	}
+	return out
+}
+
+func opName(op string) string {
+	if op == "" {
+		return "rollout"
+	}
+	return op
+}
