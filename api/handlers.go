@@ -25,19 +25,9 @@ type rollbackRequest struct {
 type approveRequest struct {
 	Target    string `json:"target"`
 	Candidate string `json:"candidate,omitempty"`
-}
-
-// Response bodies of list endpoints: objects, so that fields can be added.
-type historyResponse struct {
-	Entries []state.Entry `json:"entries"`
-}
-
-type approvalsResponse struct {
-	Approvals []state.Approval `json:"approvals"`
-}
-
-type quarantineResponse struct {
-	Quarantine []state.Quarantined `json:"quarantine"`
+	// By labels who approves (the token is shared, so this is a label,
+	// not an identity); the client address is added to it.
+	By string `json:"by,omitempty"`
 }
 
 type clearedResponse struct {
@@ -54,7 +44,6 @@ const (
 	maxTargetLen     = 256
 	maxRefLen        = 1024
 	defaultHistory   = 50
-	maxHistory       = 1000
 	maxCallerNameLen = 64
 )
 
@@ -90,8 +79,8 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	limit := defaultHistory
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > maxHistory {
-			writeError(w, http.StatusBadRequest, "limit must be a whole number from 1 to "+strconv.Itoa(maxHistory)+", got "+quote(l))
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "limit must be a whole number (0 = every entry kept), got "+quote(l))
 			return
 		}
 		limit = n
@@ -104,7 +93,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	if entries == nil {
 		entries = []state.Entry{}
 	}
-	writeJSON(w, http.StatusOK, historyResponse{Entries: entries})
+	writeJSON(w, http.StatusOK, entries)
 }
 
 func (s *Server) check(w http.ResponseWriter, r *http.Request) {
@@ -173,7 +162,7 @@ func (s *Server) approvals(w http.ResponseWriter, r *http.Request) {
 	if list == nil {
 		list = []state.Approval{}
 	}
-	writeJSON(w, http.StatusOK, approvalsResponse{Approvals: list})
+	writeJSON(w, http.StatusOK, list)
 }
 
 func (s *Server) approve(w http.ResponseWriter, r *http.Request) {
@@ -194,7 +183,7 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a, err := s.backend.Approve(r.Context(), req.Target, req.Candidate, caller(r))
+	a, err := s.backend.Approve(r.Context(), req.Target, req.Candidate, caller(r, req.By))
 	if err != nil {
 		s.backendError(w, err)
 		return
@@ -214,7 +203,7 @@ func (s *Server) quarantine(w http.ResponseWriter, r *http.Request) {
 	if list == nil {
 		list = []state.Quarantined{}
 	}
-	writeJSON(w, http.StatusOK, quarantineResponse{Quarantine: list})
+	writeJSON(w, http.StatusOK, list)
 }
 
 // clearQuarantine needs a target, or all=true: a bare DELETE must not wipe
@@ -259,11 +248,15 @@ func (s *Server) detached(r *http.Request) context.Context {
 	return context.WithoutCancel(r.Context())
 }
 
-// caller names who approved: the X-Shipwatch-User header the CLI sends
-// (the token is shared, so this is a label, not an identity) and the client
-// address.
-func caller(r *http.Request) string {
-	name := r.Header.Get("X-Shipwatch-User")
+// caller names who approved: the "by" of the body or else the
+// X-Shipwatch-User header (the token is shared, so this is a label, not an
+// identity), and the client address. A label that is not a plain name is
+// left out.
+func caller(r *http.Request, by string) string {
+	name := by
+	if name == "" {
+		name = r.Header.Get("X-Shipwatch-User")
+	}
 	ok := name != "" && len(name) <= maxCallerNameLen
 	for _, c := range name {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._@-", c)) {
