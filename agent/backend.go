@@ -69,7 +69,9 @@ func (a *Agent) Approve(ctx context.Context, target, candidate, by string) (stat
 }
 
 // Quarantine is GET /v1/quarantine.
-func (a *Agent) Quarantine(context.Context) ([]state.Quarantined, error) { return a.store.QuarantineList() }
+func (a *Agent) Quarantine(context.Context) ([]state.Quarantined, error) {
+	return a.store.QuarantineList()
+}
 
 // ClearQuarantine is DELETE /v1/quarantine.
 func (a *Agent) ClearQuarantine(_ context.Context, target, digest string) (int, error) {
