@@ -2,6 +2,7 @@ package compose_test
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +142,40 @@ func TestCleanupOldKeepsRollbackImage(t *testing.T) {
 	if imageOf(v2.Digest) == "" {
 		t.Errorf("1.1.0 removed, but it is the rollback image now")
 	}
+}
+
+// A failed update gives the rollback tag back to the version recorded as
+// previous, so a later Rollback still finds it locally.
+func TestFailedUpdateKeepsRollbackImage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, compose.Options{})
+	v1 := e.push("1.0.0", testenv.App{Version: "1.0.0"})
+	v2 := e.push("1.1.0", testenv.App{Version: "1.1.0"})
+	bad := e.push("1.2.0", testenv.App{Version: "1.2.0", Mode: "crash", CrashAfter: 200 * time.Millisecond})
+	p := e.project(map[string]string{"compose.yaml": simpleCompose(e.ref("1.0.0"), "    restart: unless-stopped\n")})
+	if res := e.deploy(deployer.Plan{Target: e.target(p, "web"), To: v2}); res.Outcome != deployer.Updated {
+		t.Fatalf("update: %s (%v)", res.Outcome, res.Cause)
+	}
+	if res := e.deploy(deployer.Plan{Target: e.target(p, "web"), To: bad}); res.Outcome != deployer.RolledBack {
+		t.Fatalf("bad update: %s (%v), want rolled back", res.Outcome, res.Cause)
+	}
+	ctx := testenv.Context(t, time.Minute)
+	rb, err := e.cli.ImageInspect(ctx, e.ref(compose.RollbackTag(p.Name, "web")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := e.reg.Host + "/demo/app@" + v1.Digest; !slices.Contains(rb.RepoDigests, want) {
+		t.Errorf("rollback tag points at %v, want %s (the recorded previous version)", rb.RepoDigests, want)
+	}
+	e.reg.Close()
+
+	res := e.rollback(e.target(p, "web"), "")
+
+	if res.Outcome != deployer.RolledBack || e.runningDigest(p, "web") != v1.Digest {
+		t.Fatalf("rollback: %s (%v), running %s, want %s", res.Outcome, res.Cause, e.runningDigest(p, "web"), v1.Digest)
+	}
+	if d := stepDetail(res, "resolve previous version"); !strings.Contains(d, "local rollback image") {
+		t.Errorf("resolve detail %q: the rollback image was not used", d)
+	}
+	e.upChangesNothing(p)
 }

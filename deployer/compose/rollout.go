@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/docker/compose/v5/pkg/api"
@@ -38,7 +39,11 @@ type change struct {
 // progress records how far a change got, so that a failure undoes exactly
 // what was done.
 type progress struct {
-	protected   bool // the running image carries the rollback tag
+	protected bool // the running image carries the rollback tag
+	// replacedID is the image the rollback tag protected before (""
+	// when there was none): a restore gives the tag back to it, so that
+	// the version recorded as previous stays protected.
+	replacedID  string
 	fileWritten bool
 	tagMoved    bool // the written reference may point at the new image
 	converging  bool // the SDK was asked to converge: containers may have changed
@@ -190,10 +195,9 @@ func (r *rollout) apply(ctx context.Context, ch *change, res deployer.Result) de
 
 	var done progress
 	rbRef := rollbackRef(s.image, r.target)
-	var replacedID string // the image the rollback tag protected before this rollout
 	err := r.rec.run(stepProtect, func() (string, error) {
 		var err error
-		if replacedID, err = d.imageID(ctx, rbRef); err != nil {
+		if done.replacedID, err = d.imageID(ctx, rbRef); err != nil {
 			return "", err
 		}
 		if err := d.tag(ctx, s.imageID, rbRef); err != nil {
@@ -269,8 +273,8 @@ func (r *rollout) apply(ctx context.Context, ch *change, res deployer.Result) de
 		if ch.edit != nil {
 			errs = append(errs, ch.edit.dropBackup())
 		}
-		if d.opts.CleanupOld && replacedID != "" && replacedID != s.imageID && replacedID != ch.imageID {
-			msg, err := d.removeReplaced(ctx, replacedID, s.image, project)
+		if replaced := done.replacedID; d.opts.CleanupOld && replaced != "" && replaced != s.imageID && replaced != ch.imageID {
+			msg, err := d.removeReplaced(ctx, replaced, s.image, project)
 			detail, errs = msg, append(errs, err)
 		}
 		// The rollout succeeded: a cleanup problem is reported, not undone.
@@ -338,9 +342,26 @@ func (r *rollout) restore(ctx context.Context, ch *change, done progress, cause 
 			return fail(err)
 		}
 	}
-	if _, pinned := cutDigest(s.config.Image); !pinned && (done.tagMoved || done.fileWritten) {
+	_, pinned := cutDigest(s.config.Image)
+	retag := !pinned && (done.tagMoved || done.fileWritten)
+	reprotect := done.protected && done.replacedID != "" && done.replacedID != s.imageID
+	if retag || reprotect {
 		if err := r.rec.run(stepRestoreTag, func() (string, error) {
-			return fmt.Sprintf("%s → %s", s.config.Image, shortID(s.imageID)), d.tag(rctx, s.imageID, s.config.Image)
+			var moved []string
+			if retag {
+				if err := d.tag(rctx, s.imageID, s.config.Image); err != nil {
+					return "", err
+				}
+				moved = append(moved, fmt.Sprintf("%s → %s", s.config.Image, shortID(s.imageID)))
+			}
+			if reprotect {
+				rbRef := rollbackRef(s.image, r.target)
+				if err := d.tag(rctx, done.replacedID, rbRef); err != nil {
+					return "", err
+				}
+				moved = append(moved, fmt.Sprintf("%s → %s", rbRef, shortID(done.replacedID)))
+			}
+			return strings.Join(moved, ", "), nil
 		}); err != nil {
 			return fail(err)
 		}
