@@ -161,6 +161,17 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	w = rw
 	name := "other"
 	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			// A bug in a handler or the backend answers a JSON 500 and
+			// is logged; it does not take the agent down.
+			s.log.Error().Str("route", name).Str("panic", s.redact.String(fmt.Sprint(p))).Msg("api: handler panicked")
+			if rw.code == 0 {
+				writeError(rw, http.StatusInternalServerError, "internal error; see the agent's log")
+			}
+		}
 		s.metrics.APIRequest(name, rw.status())
 		// The path of an unknown route is not logged: it is input.
 		s.log.Debug().Str("method", r.Method).Str("route", name).Int("status", rw.status()).

@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/shipwatch/shipwatch/metrics"
 )
 
@@ -643,4 +645,24 @@ func gauge(t *testing.T, m *metrics.Metrics, name string, labels map[string]stri
 		}
 	}
 	return 0
+}
+
+type panickingBackend struct{ fakeBackend }
+
+func (*panickingBackend) Targets(context.Context) (any, error) { panic("bug " + testToken) }
+
+func TestABackendPanicIsAJSON500(t *testing.T) {
+	var logs strings.Builder
+	s, err := New(&panickingBackend{}, Options{Token: testToken, Logger: zerolog.New(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := do(t, s, request{method: "GET", path: "/v1/targets"})
+	if r.code != 500 || !strings.Contains(errorOf(t, r), "internal error") {
+		t.Errorf("panicking backend: got %d %s, want a JSON 500", r.code, r.body)
+	}
+	if !strings.Contains(logs.String(), "handler panicked") || strings.Contains(logs.String(), testToken) {
+		t.Errorf("log: got %q, want the panic logged without the token", logs.String())
+	}
 }
