@@ -1,10 +1,13 @@
 package verify_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/shipwatch/shipwatch/imageref"
 	"github.com/shipwatch/shipwatch/internal/testenv"
 	"github.com/shipwatch/shipwatch/verify"
 	"github.com/shipwatch/shipwatch/verify/sigtest"
@@ -105,5 +108,43 @@ func TestCacheKeyIncludesTrust(t *testing.T) {
 	reg.Reset()
 	if vd := v3.Verify(ctx(t), img); !vd.Cached || reg.Count("", "") != 0 {
 		t.Errorf("reloaded verifier: got cached=%v with %d requests, want cached with 0", vd.Cached, reg.Count("", ""))
+	}
+}
+
+// TestConcurrentVerify shares one Verifier between goroutines (run with
+// -race): one transport per repository, one cache.
+func TestConcurrentVerify(t *testing.T) {
+	key := sigtest.MustKey(t, "")
+	reg := testenv.NewRegistry(t, testenv.WithReferrersAPI(), testenv.WithTokenAuth("u", "p"))
+	var images []imageref.Ref
+	for i := 0; i < 20; i++ {
+		img := pushRandom(t, reg, fmt.Sprintf("demo/app:%d", i))
+		if i%2 == 0 {
+			sigtest.MustSign(t, reg, digestRef(img), key, sigtest.Bundle)
+		}
+		images = append(images, img)
+	}
+	v := newVerifier(t, reg, imagePolicy(reg, keyAuthority("release", key)))
+	var wg sync.WaitGroup
+	errs := make(chan string, 8*len(images))
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i, img := range images {
+				want := verify.Blocked
+				if i%2 == 0 {
+					want = verify.Allowed
+				}
+				if vd := v.Verify(context.Background(), img); vd.Decision != want {
+					errs <- fmt.Sprintf("image %d: got %s, want %s: %s", i, vd.Decision, want, vd.Summary())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
