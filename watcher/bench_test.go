@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,7 +16,9 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/shipwatch/shipwatch/imageref"
 	"github.com/shipwatch/shipwatch/internal/testenv"
@@ -239,6 +242,14 @@ func peakRSS() float64 {
 	return 0
 }
 
+// liveHeap is the live Go heap after a full collection, in bytes.
+func liveHeap() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
 // BenchmarkCheckPass measures one Check pass over 1000 images (800 by
 // digest, 200 by semver with 250 tags each) against a counting registry
 // with token auth, HTTP/2 over TLS and 100 tags per page. One op is one
@@ -259,6 +270,7 @@ func BenchmarkCheckPass(b *testing.B) {
 				})
 				defer fx.reg.Intercept(nil)
 			}
+			heapBefore := liveHeap()
 			w, err := New(Options{
 				Registries: []Registry{{Host: fx.reg.Host, Username: testUser, Password: testPass}},
 				Keychain:   authn.NewMultiKeychain(),
@@ -282,6 +294,9 @@ func BenchmarkCheckPass(b *testing.B) {
 				worst = max(worst, float64(p.requests)/float64(fx.minLater))
 			}
 			b.StopTimer()
+			fx.reg.Reset() // drop the registry's request log before weighing the heap
+			retained := liveHeap() - heapBefore
+			runtime.KeepAlive(w)
 			n := float64(b.N)
 			b.ReportMetric(float64(sum.requests)/n, "req/pass")
 			b.ReportMetric(float64(sum.requests)/n/float64(fx.minLater), "req/min")
@@ -293,10 +308,87 @@ func BenchmarkCheckPass(b *testing.B) {
 			b.ReportMetric(float64(first.conns), "first-conns")
 			b.ReportMetric(float64(first.wall.Milliseconds()), "first-ms")
 			b.ReportMetric(peakRSS(), "peak-RSS-MiB")
+			b.ReportMetric(float64(retained)/1024, "watcher-heap-KiB")
 			ref := time.Duration(benchDigestImages+benchSemverImages) * latency / time.Duration(conc)
 			b.Logf("setup %s; concurrency %d; minimum %d requests (first pass %d); first pass %d requests %+v in %s; later passes %.0f requests, %.1f GETs, %.1f new connections, %s each; reference N x latency / concurrency = %s",
 				fx.setup.Round(time.Millisecond), conc, fx.minLater, fx.minFirst, first.requests, first.stats, first.wall.Round(time.Millisecond),
 				float64(sum.requests)/n, float64(sum.gets)/n, float64(sum.conns)/n, (sum.wall / time.Duration(b.N)).Round(time.Millisecond), ref)
+		})
+	}
+}
+
+// BenchmarkGGCRRemoteHead is the comparison behind the watcher's own thin
+// client: the same 800 digest-followed images resolved with
+// go-containerregistry's remote.Head, once with fresh options per call (how
+// it is usually called) and once through one reused remote.Puller. One
+// op is a later pass; the first pass is reported as first-*. Only the
+// registry's request and connection counts matter here.
+//
+//	go test -run '^$' -bench BenchmarkGGCRRemoteHead -benchtime 1x ./watcher
+func BenchmarkGGCRRemoteHead(b *testing.B) {
+	fx := benchSetup(b)
+	var refs []name.Reference
+	for _, r := range fx.reqs[:benchDigestImages] {
+		nr, err := name.ParseReference(r.Image.String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		refs = append(refs, nr)
+	}
+	auth := remote.WithAuth(&authn.Basic{Username: testUser, Password: testPass})
+	for _, mode := range []string{"per-call", "reused-puller"} {
+		b.Run(mode, func(b *testing.B) {
+			transport := remote.WithTransport(fx.reg.Transport()) // a fresh connection pool
+			var puller *remote.Puller
+			if mode == "reused-puller" {
+				var err error
+				if puller, err = remote.NewPuller(auth, transport); err != nil {
+					b.Fatal(err)
+				}
+			}
+			onePass := func() (requests, tokens, conns int) {
+				fx.reg.Reset()
+				sem := make(chan struct{}, DefaultConcurrency)
+				var wg sync.WaitGroup
+				errs := make(chan error, len(refs))
+				for _, r := range refs {
+					wg.Add(1)
+					sem <- struct{}{}
+					go func() {
+						defer wg.Done()
+						defer func() { <-sem }()
+						var err error
+						if puller != nil {
+							_, err = puller.Head(context.Background(), r)
+						} else {
+							_, err = remote.Head(r, auth, transport)
+						}
+						errs <- err
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				return len(fx.reg.Requests()), fx.reg.Count("", "token"), int(fx.reg.Conns())
+			}
+			fr, ft, fc := onePass()
+			b.ResetTimer()
+			var requests, tokens, conns int
+			for range b.N {
+				r, t, c := onePass()
+				requests, tokens, conns = requests+r, tokens+t, conns+c
+			}
+			n := float64(b.N * len(refs))
+			b.ReportMetric(float64(fr)/float64(len(refs)), "first-req/image")
+			b.ReportMetric(float64(ft)/float64(len(refs)), "first-tokens/image")
+			b.ReportMetric(float64(fc), "first-conns")
+			b.ReportMetric(float64(requests)/n, "req/image")
+			b.ReportMetric(float64(tokens)/n, "tokens/image")
+			b.ReportMetric(float64(conns)/float64(b.N), "conns/pass")
 		})
 	}
 }

@@ -1,8 +1,3 @@
-// Package watcher is shipwatch's registry side: it resolves tags to digests
-// with manifest HEADs, lists tags only for tag-following policies, applies
-// each target's tag policy and returns the candidate to deploy pinned by
-// digest, with as few registry requests as the answer allows. It never
-// imports Docker.
 package watcher
 
 import (
