@@ -145,7 +145,8 @@ func TestDeploySeveralReplicas(t *testing.T) {
 	e := newEnv(t, compose.Options{})
 	e.push("1.0.0", testenv.App{Version: "1.0.0", Health: fastHealth})
 	v2 := e.push("1.0.1", testenv.App{Version: "1.0.1", Health: fastHealth})
-	p := e.project(map[string]string{"compose.yaml": "services:\n  web:\n    image: " + e.ref("1.0.0") + "\n    deploy:\n      replicas: 3\n"})
+	file := "services:\n  web:\n    image: " + e.ref("1.0.0") + "\n    deploy:\n      replicas: 3\n"
+	p := e.project(map[string]string{"compose.yaml": file})
 	old := e.ids(p)["web"]
 	if len(old) != 3 {
 		t.Fatalf("replicas before = %d, want 3", len(old))
@@ -167,6 +168,9 @@ func TestDeploySeveralReplicas(t *testing.T) {
 	}
 	if got := e.runningDigest(p, "web"); got != v2.Digest {
 		t.Errorf("running digest = %s, want %s", got, v2.Digest)
+	}
+	if got, want := readFile(t, p, "compose.yaml"), strings.Replace(file, ":1.0.0\n", ":1.0.1\n", 1); got != want {
+		t.Errorf("compose.yaml =\n%s\nwant\n%s", got, want)
 	}
 	if d := stepDetail(res, "health gate"); !strings.Contains(d, "3 replica(s)") {
 		t.Errorf("health gate detail %q does not cover 3 replicas", d)
@@ -219,6 +223,9 @@ configs:
 
 	if res.Outcome != deployer.Updated {
 		t.Fatalf("outcome = %s (%v), want %s", res.Outcome, res.Cause, deployer.Updated)
+	}
+	if got, want := readFile(t, p, "compose.yaml"), strings.Replace(file, "demo/app:1.0.0\n", "demo/app:2.0.0\n", 1); got != want {
+		t.Errorf("compose.yaml =\n%s\nwant\n%s", got, want)
 	}
 	if got := e.ids(p)["db"]; !slices.Equal(got, dbBefore) {
 		t.Errorf("db containers = %v, want %v (dependencies must not be recreated)", got, dbBefore)
@@ -354,6 +361,10 @@ func TestDeployPullsWithCredentials(t *testing.T) {
 	if got := withCreds.runningDigest(p, "web"); got != d2 {
 		t.Errorf("running digest = %s, want %s", got, d2)
 	}
+	if got := readFile(t, p, "compose.yaml"); !strings.Contains(got, reg.Ref("demo/app:1.1.0")+"\n") {
+		t.Errorf("compose.yaml does not name 1.1.0:\n%s", got)
+	}
+	withCreds.upChangesNothing(p)
 	if !strings.Contains(logs.String(), `"step":"pull"`) {
 		t.Errorf("the injected logger got no step lines:\n%s", logs.String())
 	}

@@ -119,7 +119,8 @@ func TestDeploySlowStartWithinStartPeriod(t *testing.T) {
 	e.push("1.0.0", testenv.App{Version: "1.0.0", Health: fastHealth})
 	slowHealth := &testenv.Health{Interval: 250 * time.Millisecond, Timeout: time.Second, StartPeriod: 8 * time.Second, Retries: 2}
 	v2 := e.push("1.1.0", testenv.App{Version: "1.1.0", Mode: "slow", Slow: 3 * time.Second, Health: slowHealth})
-	p := e.project(map[string]string{"compose.yaml": simpleCompose(e.ref("1.0.0"), "")})
+	file := simpleCompose(e.ref("1.0.0"), "")
+	p := e.project(map[string]string{"compose.yaml": file})
 
 	res := e.deploy(deployer.Plan{Target: e.target(p, "web"), To: v2})
 
@@ -131,6 +132,9 @@ func TestDeploySlowStartWithinStartPeriod(t *testing.T) {
 	}
 	if got := e.runningDigest(p, "web"); got != v2.Digest {
 		t.Errorf("running digest = %s, want %s", got, v2.Digest)
+	}
+	if got, want := readFile(t, p, "compose.yaml"), strings.Replace(file, ":1.0.0\n", ":1.1.0\n", 1); got != want {
+		t.Errorf("compose.yaml =\n%s\nwant\n%s", got, want)
 	}
 	e.upChangesNothing(p)
 }

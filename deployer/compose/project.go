@@ -240,6 +240,8 @@ func (d *Deployer) ExpectedConfigHash(ctx context.Context, target deployer.Targe
 	if err := checkTarget(target); err != nil {
 		return "", err
 	}
+	ctx, cancel := quick(ctx)
+	defer cancel()
 	s, _, err := d.load(ctx, target)
 	if err != nil {
 		return "", err

@@ -25,6 +25,8 @@ func (r *rollout) rollback(ctx context.Context, to string) deployer.Result {
 	var want imageref.Ref
 	var localID string
 	err = r.rec.run(stepRollbackResolve, func() (string, error) {
+		ctx, cancel := quick(ctx)
+		defer cancel()
 		var detail string
 		want, localID, detail, err = r.previous(ctx, s, to)
 		return detail, err

@@ -142,6 +142,13 @@ func TestCleanupOldKeepsRollbackImage(t *testing.T) {
 	if imageOf(v2.Digest) == "" {
 		t.Errorf("1.1.0 removed, but it is the rollback image now")
 	}
+	if got := e.runningDigest(p, "web"); got != v3.Digest {
+		t.Errorf("running digest = %s, want %s", got, v3.Digest)
+	}
+	if got := readFile(t, p, "compose.yaml"); !strings.Contains(got, e.ref("1.2.0")+"\n") {
+		t.Errorf("compose.yaml does not name 1.2.0:\n%s", got)
+	}
+	e.upChangesNothing(p)
 }
 
 // A failed update gives the rollback tag back to the version recorded as

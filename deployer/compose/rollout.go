@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/docker/compose/v5/pkg/api"
@@ -14,6 +15,16 @@ import (
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/imageref"
 )
+
+// quickTimeout bounds each step that only makes a few engine calls or
+// reads files (load, drift, protect, rewrite, tag, finish), so that a hung
+// engine cannot hold a rollout forever; pull, converge and the health gate
+// have their own, longer deadlines.
+const quickTimeout = 2 * time.Minute
+
+func quick(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, quickTimeout)
+}
 
 // rollout is one Deploy or Rollback of one target.
 type rollout struct {
@@ -89,6 +100,8 @@ func (r *rollout) deploy(ctx context.Context, plan deployer.Plan) deployer.Resul
 func (r *rollout) prepare(ctx context.Context, allowDrift bool) (*service, error) {
 	var s *service
 	err := r.rec.run(stepLoad, func() (string, error) {
+		ctx, cancel := quick(ctx)
+		defer cancel()
 		var detail string
 		var err error
 		s, detail, err = r.d.load(ctx, r.target)
@@ -98,6 +111,8 @@ func (r *rollout) prepare(ctx context.Context, allowDrift bool) (*service, error
 		return nil, err
 	}
 	err = r.rec.run(stepDrift, func() (string, error) {
+		ctx, cancel := quick(ctx)
+		defer cancel()
 		detail, err := r.d.drift(ctx, s)
 		if allowDrift && errors.Is(err, deployer.ErrDrift) {
 			return "drift allowed, applying the files as they are: " + err.Error(), nil
@@ -196,6 +211,8 @@ func (r *rollout) apply(ctx context.Context, ch *change, res deployer.Result) de
 	var done progress
 	rbRef := rollbackRef(s.image, r.target)
 	err := r.rec.run(stepProtect, func() (string, error) {
+		ctx, cancel := quick(ctx)
+		defer cancel()
 		var err error
 		if done.replacedID, err = d.imageID(ctx, rbRef); err != nil {
 			return "", err
@@ -214,6 +231,8 @@ func (r *rollout) apply(ctx context.Context, ch *change, res deployer.Result) de
 	project := s.project
 	if ch.edit != nil {
 		err = r.rec.run(stepRewrite, func() (string, error) {
+			ctx, cancel := quick(ctx)
+			defer cancel()
 			if err := ch.edit.apply(); err != nil {
 				return "", err
 			}
@@ -235,6 +254,8 @@ func (r *rollout) apply(ctx context.Context, ch *change, res deployer.Result) de
 
 	if _, pinned := cutDigest(ch.written); !pinned {
 		err = r.rec.run(stepTag, func() (string, error) {
+			ctx, cancel := quick(ctx)
+			defer cancel()
 			done.tagMoved = true
 			if err := d.tag(ctx, ch.imageID, ch.written); err != nil {
 				return "", err
@@ -268,6 +289,8 @@ func (r *rollout) apply(ctx context.Context, ch *change, res deployer.Result) de
 	}
 
 	_ = r.rec.run(stepFinish, func() (string, error) {
+		ctx, cancel := quick(ctx)
+		defer cancel()
 		var errs []error
 		detail := "done"
 		if ch.edit != nil {
@@ -290,7 +313,9 @@ func (r *rollout) fetch(ctx context.Context, ch *change) error {
 	d := r.d
 	var local bool
 	err := r.rec.run(stepPull, func() (string, error) {
-		if id, err := d.checkLocalDigest(ctx, ch.want); err == nil {
+		qctx, cancel := quick(ctx)
+		defer cancel()
+		if id, err := d.checkLocalDigest(qctx, ch.want); err == nil {
 			ch.imageID, local = id, true
 			return "already local", nil
 		}
@@ -304,6 +329,8 @@ func (r *rollout) fetch(ctx context.Context, ch *change) error {
 		return err
 	}
 	return r.rec.run(stepVerifyDigest, func() (string, error) {
+		ctx, cancel := quick(ctx)
+		defer cancel()
 		id, err := d.checkLocalDigest(ctx, ch.want)
 		if err != nil {
 			return "", err
