@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/moby/moby/client"
@@ -27,7 +28,7 @@ func (a *Agent) History(_ context.Context, target string, limit int) ([]state.En
 func (a *Agent) Check(ctx context.Context, targets []string) (any, error) {
 	rep, err := pass.Run(ctx, a.deps, pass.Options{Mode: pass.Check, Targets: targets})
 	if err != nil {
-		return nil, err
+		return nil, apiError(err)
 	}
 	return rep.View(), nil
 }
@@ -36,11 +37,11 @@ func (a *Agent) Check(ctx context.Context, targets []string) (any, error) {
 // agent's per-target lock.
 func (a *Agent) Rollout(ctx context.Context, req api.RolloutRequest) (any, error) {
 	if req.Target == "" {
-		return nil, fmt.Errorf("target is required")
+		return nil, fmt.Errorf("%w: target is required", api.ErrInvalid)
 	}
 	rep, err := pass.Run(ctx, a.deps, pass.Options{Mode: pass.Rollout, Targets: []string{req.Target}, To: req.To, DryRun: req.DryRun, AllowDrift: req.AllowDrift})
 	if err != nil {
-		return nil, err
+		return nil, apiError(err)
 	}
 	a.remember(rep, nil)
 	return rep.View(), nil
@@ -50,7 +51,7 @@ func (a *Agent) Rollout(ctx context.Context, req api.RolloutRequest) (any, error
 func (a *Agent) Rollback(ctx context.Context, target, to string) (any, error) {
 	r, err := pass.Rollback(ctx, a.deps, target, to)
 	if err != nil {
-		return nil, err
+		return nil, apiError(err)
 	}
 	a.remember(pass.Report{Targets: []pass.TargetResult{r}}, nil)
 	return r.View(), nil
@@ -62,7 +63,10 @@ func (a *Agent) Approvals(context.Context) ([]state.Approval, error) { return a.
 // Approve is POST /v1/approvals: the next pass deploys the approved candidate.
 func (a *Agent) Approve(ctx context.Context, target, candidate, by string) (state.Approval, error) {
 	ap, err := a.store.Approve(target, candidate, by)
-	if err == nil {
+	if err != nil {
+		return ap, apiError(err)
+	}
+	{
 		a.startPass(ctx, "approval:"+target, "approval", func(t deployer.Target, _ config.Effective) bool { return t.ID == target })
 	}
 	return ap, err
@@ -87,4 +91,17 @@ func (a *Agent) Ready(ctx context.Context) error {
 		return fmt.Errorf("docker engine: %w", err)
 	}
 	return nil
+}
+
+// apiError gives errors the sentinel the API maps to an HTTP status.
+func apiError(err error) error {
+	switch {
+	case errors.Is(err, pass.ErrNoTarget), errors.Is(err, state.ErrNoApproval):
+		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	case errors.Is(err, state.ErrApprovalMismatch):
+		return fmt.Errorf("%w: %v", api.ErrConflict, err)
+	case errors.Is(err, pass.ErrSelection):
+		return fmt.Errorf("%w: %v", api.ErrInvalid, err)
+	}
+	return err
 }

@@ -122,6 +122,12 @@ func (v *validator) agent(c *Config) {
 		} else if ip := net.ParseIP(host); (ip == nil || !ip.IsLoopback()) && host != "localhost" && !c.API.Token.IsSet() {
 			v.fail("api.token", "the API listens on %s, beyond this machine, and controls rollouts: set api.token (or api.token_file)", l)
 		}
+		if c.API.Token.IsSet() && len(c.API.Token.Value()) < 16 {
+			v.fail("api.token", "shorter than 16 characters; use a long random token (openssl rand -hex 32)")
+		}
+		if c.Webhooks.Secret.IsSet() && len(c.Webhooks.Secret.Value()) < 16 {
+			v.fail("webhooks.secret", "shorter than 16 characters; use a long random secret (openssl rand -hex 32)")
+		}
 		if (c.API.TLSCert == "") != (c.API.TLSKey == "") {
 			v.fail("api.tls_key", "set both tls_cert and tls_key, or neither")
 		}

@@ -143,8 +143,13 @@ func (r Report) Count(o deployer.Outcome) int {
 	return n
 }
 
-// ErrNoTarget: the selection matched no enabled target.
-var ErrNoTarget = errors.New("no target matches")
+// Selection errors.
+var (
+	// ErrNoTarget: the selection matched no target.
+	ErrNoTarget = errors.New("no target matches")
+	// ErrSelection: the options do not fit the selection (--to with several targets).
+	ErrSelection = errors.New("invalid selection")
+)
 
 // Run runs one pass. It returns an error only when the pass as a whole could
 // not run (engine unreachable, bad selection); per-target failures are
@@ -235,7 +240,7 @@ func selectTargets(deps Deps, targets []deployer.Target, opts Options) ([]work, 
 		return nil, ignored, fmt.Errorf("%w %s; `shipwatch check` lists the targets on this engine", ErrNoTarget, strings.Join(opts.Targets, ", "))
 	}
 	if opts.To != "" && len(out) != 1 {
-		return nil, ignored, fmt.Errorf("--to needs exactly one target, %d selected", len(out))
+		return nil, ignored, fmt.Errorf("%w: --to needs exactly one target, %d selected", ErrSelection, len(out))
 	}
 	return out, ignored, nil
 }
@@ -531,6 +536,8 @@ func graceContext(parent context.Context, grace time.Duration) (context.Context,
 func logOutcome(log zerolog.Logger, mode Mode, r TargetResult) {
 	ev := log.Info()
 	switch r.Outcome {
+	case deployer.UpToDate:
+		ev = log.Debug()
 	case deployer.Failed, deployer.RolledBack:
 		ev = log.Warn()
 	case deployer.Blocked:

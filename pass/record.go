@@ -80,6 +80,14 @@ func record(deps Deps, rep Report) {
 			continue // nothing happened worth a line of history
 		}
 		log := deps.Logger.With().Str("target", r.Target.ID).Logger()
+		if r.Deploy == nil && rep.Mode == Agent {
+			// A decision without a rollout (blocked, waiting, could not
+			// check) is written once, not on every pass that repeats it.
+			key := "history/" + r.Target.ID + "/" + r.Candidate.Digest + "/" + string(r.Outcome) + "/" + r.Reason
+			if first, err := deps.Store.FirstNotice(key); err != nil || !first {
+				continue
+			}
+		}
 		e := state.Entry{
 			Target: r.Target.ID, Mode: rep.Mode.String(), Image: r.Target.Image.String(),
 			From: r.Target.Digest, Outcome: string(r.Outcome), Reason: r.Reason,

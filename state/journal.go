@@ -2,6 +2,7 @@ package state
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -14,6 +15,8 @@ import (
 // died mid-rollout: on restart it reconciles with the engine and either
 // confirms the new version (healthy, the verified digest) or restores From.
 type Journal struct {
+	// Op is "rollout" (default) or "rollback".
+	Op      string    `json:"op,omitempty"`
 	Target  string    `json:"target"`
 	Kind    string    `json:"kind"`
 	Started time.Time `json:"started"`
@@ -72,6 +75,12 @@ func (s *Store) Journals() ([]Journal, error) {
 	return out, err
 }
 
+// Approval errors callers branch on.
+var (
+	ErrNoApproval       = errors.New("nothing to approve")
+	ErrApprovalMismatch = errors.New("approval does not match the waiting update")
+)
+
 // Approval is an update found and verified that waits for an operator
 // (targets with approval: manual, or semver levels that need approval).
 type Approval struct {
@@ -116,10 +125,10 @@ func (s *Store) Approve(target, candidate, by string) (Approval, error) {
 			return err
 		}
 		if !ok {
-			return fmt.Errorf("no update of %s waits for approval", target)
+			return fmt.Errorf("%w: no update of %s waits for approval", ErrNoApproval, target)
 		}
 		if candidate != "" && candidate != a.Candidate {
-			return fmt.Errorf("the update waiting for %s is %s, not %s", target, a.Candidate, candidate)
+			return fmt.Errorf("%w: the update waiting for %s is %s, not %s", ErrApprovalMismatch, target, a.Candidate, candidate)
 		}
 		a.Approved, a.ApprovedBy, a.ApprovedAt = true, by, time.Now().UTC()
 		return put(tx, bucketApprovals, []byte(target), a)

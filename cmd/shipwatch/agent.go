@@ -60,7 +60,9 @@ func (a *app) runAgent(ctx context.Context) error {
 	deps.Metrics = m
 	deps.Self = selfContainerID()
 
-	notifier, err := notify.New(notifyOptions(cfg, log, store))
+	nopts := notifyOptions(cfg, log, store)
+	nopts.Metrics = m
+	notifier, err := notify.New(nopts)
 	if err != nil {
 		return fmt.Errorf("notifications: %w", err)
 	}

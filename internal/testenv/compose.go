@@ -56,6 +56,16 @@ func NewComposeProject(tb testing.TB, files map[string]string) *ComposeProject {
 	return p
 }
 
+// OpenComposeProject is a Compose project in dir named name, for programs
+// that are not tests (the quickstart); the caller takes it Down.
+func OpenComposeProject(dir, name string, out io.Writer) (*ComposeProject, error) {
+	svc, err := ComposeService(out)
+	if err != nil {
+		return nil, err
+	}
+	return &ComposeProject{Name: name, Dir: dir, svc: svc}, nil
+}
+
 // ComposeService returns the Compose SDK service talking to the engine from
 // the environment, as the docker CLI would, writing progress to out.
 func ComposeService(out io.Writer) (api.Compose, error) {
