@@ -113,17 +113,6 @@ func (c credentials) anonymous() bool {
 	return c.username == "" && c.password == "" && c.identityToken == "" && c.registryToken == ""
 }
 
-// secrets lists the non-empty secret strings, for the redaction test hook.
-func (c credentials) secrets() []string {
-	var out []string
-	for _, s := range []string{c.password, c.identityToken, c.registryToken} {
-		if s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 func (c credentials) basicHeader() string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(c.username+":"+c.password))
 }

@@ -264,8 +264,9 @@ func (e *endpoint) do(ctx context.Context, c call) (*response, error) {
 		case s == http.StatusUnauthorized && c.allow401:
 			return resp, nil
 		case s == http.StatusUnauthorized:
-			if ch := parseChallenges(resp.header.Values("WWW-Authenticate")); ch.scheme != "" && ch != e.challenge() && !renewed {
-				// The registry asks for another kind of auth than the ping said.
+			if ch := parseChallenges(resp.header.Values("WWW-Authenticate")); c.repo != "" && ch.scheme != "" && ch != e.challenge() && !renewed {
+				// The registry (not its token endpoint) asks for another kind
+				// of auth than the ping said.
 				e.setChallenge(ch)
 				renewed = true
 				attempt--
