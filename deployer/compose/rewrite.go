@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/compose-spec/compose-go/v2/types"
+	composesdk "github.com/docker/compose/v5/pkg/compose"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/shipwatch/shipwatch/deployer"
@@ -253,4 +255,60 @@ func writeAtomic(path string, data []byte) error {
 		_ = os.Lchown(name, uid, gid) // best effort: only root may give files away
 	}
 	return os.Rename(name, path)
+}
+
+// verifyRewrite proves, by loading the project again, that the rewrite
+// changed the service's image to written and nothing else anywhere: not
+// another service sharing a variable, an anchor or an extends base, not a
+// network or volume.
+func verifyRewrite(before, after *types.Project, svc, written string) error {
+	got, ok := after.Services[svc]
+	if !ok {
+		return fmt.Errorf("after the rewrite the project has no service %s", svc)
+	}
+	if got.Image != written {
+		return fmt.Errorf("%w: after the rewrite the project reads image %q for %s, want %q", deployer.ErrUnsupported, got.Image, svc, written)
+	}
+	got.Image = before.Services[svc].Image
+	if !sameHash(before.Services[svc], got) {
+		return fmt.Errorf("%w: the rewrite changes more of %s than its image", deployer.ErrUnsupported, svc)
+	}
+	var changed []string
+	all0, all1 := before.AllServices(), after.AllServices()
+	for _, name := range sortedKeys(all0) {
+		if name == svc {
+			continue
+		}
+		if b, ok := all1[name]; !ok || !sameHash(all0[name], b) {
+			changed = append(changed, "service "+name)
+		}
+	}
+	for _, key := range sortedKeys(before.Networks) {
+		b, ok := after.Networks[key]
+		a := before.Networks[key]
+		ha, _ := composesdk.NetworkHash(&a)
+		hb, _ := composesdk.NetworkHash(&b)
+		if !ok || ha != hb {
+			changed = append(changed, "network "+key)
+		}
+	}
+	for _, key := range sortedKeys(before.Volumes) {
+		b, ok := after.Volumes[key]
+		ha, _ := composesdk.VolumeHash(before.Volumes[key])
+		hb, _ := composesdk.VolumeHash(b)
+		if !ok || ha != hb {
+			changed = append(changed, "volume "+key)
+		}
+	}
+	if len(changed) > 0 {
+		return fmt.Errorf("%w: the rewrite would also change %v, which share the image reference of %s; shipwatch changes only the service it updates: give %s its own tag or variable",
+			deployer.ErrUnsupported, changed, svc, svc)
+	}
+	return nil
+}
+
+func sameHash(a, b types.ServiceConfig) bool {
+	ha, err1 := composesdk.ServiceHash(a)
+	hb, err2 := composesdk.ServiceHash(b)
+	return err1 == nil && err2 == nil && ha == hb
 }

@@ -8,10 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/docker/compose/v5/pkg/api"
-	composesdk "github.com/docker/compose/v5/pkg/compose"
-
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/imageref"
 )
@@ -420,107 +416,4 @@ func (r *rollout) restore(ctx context.Context, ch *change, done progress, cause 
 	}
 	res.Running = s.running
 	return res
-}
-
-func (d *Deployer) gate() gate {
-	return gate{engine: d.engine, samples: d.opts.HealthSamples, interval: d.opts.HealthInterval, timeout: d.opts.HealthTimeout}
-}
-
-// converge makes the SDK recreate the service's containers from p narrowed
-// to it, and returns the new container IDs once every replica runs imageID.
-func (d *Deployer) converge(ctx context.Context, p *types.Project, svc string, replicas int, labels map[string]string, imageID string) ([]string, error) {
-	n, err := narrow(p, svc, replicas, labels)
-	if err != nil {
-		return nil, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, d.opts.ConvergeTimeout)
-	defer cancel()
-	err = d.sdk.Up(cctx, n, api.UpOptions{
-		Create: api.CreateOptions{
-			Services:             n.ServiceNames(),
-			Recreate:             api.RecreateDiverged,
-			RecreateDependencies: api.RecreateNever,
-			Inherit:              true,
-			QuietPull:            true,
-			IgnoreOrphans:        true,
-		},
-		Start: api.StartOptions{Project: n},
-	})
-	if err != nil {
-		if errors.Is(cctx.Err(), context.DeadlineExceeded) {
-			return nil, fmt.Errorf("compose up %s: not done within %s: %w", svc, d.opts.ConvergeTimeout, err)
-		}
-		return nil, fmt.Errorf("compose up %s: %w", svc, err)
-	}
-	ctrs, err := d.serviceContainers(ctx, p.Name, svc)
-	if err != nil {
-		return nil, err
-	}
-	ids := make([]string, 0, len(ctrs))
-	for _, c := range ctrs {
-		if c.ImageID != imageID {
-			return nil, fmt.Errorf("compose up %s: container %s runs %s, want %s", svc, canonicalName(c), shortID(c.ImageID), shortID(imageID))
-		}
-		ids = append(ids, c.ID)
-	}
-	if len(ids) != replicas {
-		return nil, fmt.Errorf("compose up %s: %d container(s), want %d", svc, len(ids), replicas)
-	}
-	return ids, nil
-}
-
-// verifyRewrite proves, by loading the project again, that the rewrite
-// changed the service's image to written and nothing else anywhere: not
-// another service sharing a variable, an anchor or an extends base, not a
-// network or volume.
-func verifyRewrite(before, after *types.Project, svc, written string) error {
-	got, ok := after.Services[svc]
-	if !ok {
-		return fmt.Errorf("after the rewrite the project has no service %s", svc)
-	}
-	if got.Image != written {
-		return fmt.Errorf("%w: after the rewrite the project reads image %q for %s, want %q", deployer.ErrUnsupported, got.Image, svc, written)
-	}
-	got.Image = before.Services[svc].Image
-	if !sameHash(before.Services[svc], got) {
-		return fmt.Errorf("%w: the rewrite changes more of %s than its image", deployer.ErrUnsupported, svc)
-	}
-	var changed []string
-	all0, all1 := before.AllServices(), after.AllServices()
-	for _, name := range sortedKeys(all0) {
-		if name == svc {
-			continue
-		}
-		if b, ok := all1[name]; !ok || !sameHash(all0[name], b) {
-			changed = append(changed, "service "+name)
-		}
-	}
-	for _, key := range sortedKeys(before.Networks) {
-		b, ok := after.Networks[key]
-		a := before.Networks[key]
-		ha, _ := composesdk.NetworkHash(&a)
-		hb, _ := composesdk.NetworkHash(&b)
-		if !ok || ha != hb {
-			changed = append(changed, "network "+key)
-		}
-	}
-	for _, key := range sortedKeys(before.Volumes) {
-		b, ok := after.Volumes[key]
-		ha, _ := composesdk.VolumeHash(before.Volumes[key])
-		hb, _ := composesdk.VolumeHash(b)
-		if !ok || ha != hb {
-			changed = append(changed, "volume "+key)
-		}
-	}
-	if len(changed) > 0 {
-		return fmt.Errorf("%w: the rewrite would also change %v, which share the image reference of %s; shipwatch changes only the service it updates: give %s its own tag or variable",
-			deployer.ErrUnsupported, changed, svc, svc)
-	}
-	return nil
-}
-
-func sameHash(a, b types.ServiceConfig) bool {
-	ha, err1 := composesdk.ServiceHash(a)
-	hb, err2 := composesdk.ServiceHash(b)
-	return err1 == nil && err2 == nil && ha == hb
 }
