@@ -17,12 +17,16 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/shipwatch/shipwatch/deployer"
+	"github.com/shipwatch/shipwatch/engine"
 )
 
 // Options configure a Deployer. The zero value is usable: anonymous pulls,
 // no logging, three good samples one second apart, a deadline derived from
 // the service's healthcheck, no cleanup of replaced images.
 type Options struct {
+	// Host is the engine address (unix://…, tcp://…, ssh://…); "" uses
+	// DOCKER_HOST or the default socket.
+	Host string
 	// Keychain provides registry credentials for pulls (sent to the engine as
 	// X-Registry-Auth); nil pulls anonymously.
 	Keychain authn.Keychain
@@ -97,18 +101,14 @@ type Deployer struct {
 
 var _ deployer.Deployer = (*Deployer)(nil)
 
-// New connects to the engine from the environment (DOCKER_HOST and friends,
-// API version negotiated) and builds the Compose SDK service in-process on
-// the same connection.
+// New connects to the engine (Options.Host, else from the environment; API
+// version negotiated) and builds the Compose SDK service in-process on the
+// same connection.
 func New(ctx context.Context, opts Options) (*Deployer, error) {
 	opts = opts.withDefaults()
-	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := engine.Connect(ctx, opts.Host)
 	if err != nil {
-		return nil, fmt.Errorf("docker engine client: %w", err)
-	}
-	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		_ = cli.Close()
-		return nil, fmt.Errorf("docker engine not reachable (is DOCKER_HOST right and the daemon running?): %w", err)
+		return nil, err
 	}
 	dcli, err := command.NewDockerCli(command.WithOutputStream(io.Discard), command.WithErrorStream(io.Discard))
 	if err != nil {
@@ -131,13 +131,13 @@ func New(ctx context.Context, opts Options) (*Deployer, error) {
 		_ = cli.Close()
 		return nil, fmt.Errorf("compose SDK: %w", err)
 	}
-	engine := opts.Engine
-	if engine == nil {
-		engine = cli
+	eng := opts.Engine
+	if eng == nil {
+		eng = cli
 	}
 	return &Deployer{
 		opts:    opts,
-		engine:  engine,
+		engine:  eng,
 		sdk:     sdk,
 		cli:     cli,
 		log:     opts.Logger,

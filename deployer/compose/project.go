@@ -142,7 +142,7 @@ func (d *Deployer) load(ctx context.Context, t deployer.Target) (*service, strin
 		return nil, "", fmt.Errorf("inspect running image %s: %w", shortID(s.imageID), err)
 	}
 	s.running = repoDigestOf(img.RepoDigests, s.image)
-	detail := fmt.Sprintf("%s: %d replica(s) of %s (%s)", filepath.Join(s.loadOpts.WorkingDir), len(ctrs), s.config.Image, orUnknown(s.running))
+	detail := fmt.Sprintf("%s: %d replica(s) of %s (%s)", s.loadOpts.WorkingDir, len(ctrs), s.config.Image, orUnknown(s.running))
 	return s, detail, nil
 }
 
