@@ -346,7 +346,16 @@ func check(c candidate, digest string, r *rule, a *authority) (evidence, error) 
 		return evidence{}, shortenSigstoreError(err)
 	}
 	ev := evidence{authority: a.name, identity: identity, subject: digest, source: c.describe()}
-	if !c.dsse {
+	var st *statement
+	if c.dsse {
+		if st, err = parseStatement(c.payload); err != nil {
+			return evidence{}, err
+		}
+		if !st.hasSubject(digest) {
+			return evidence{}, fmt.Errorf("the statement is not about %s", digest)
+		}
+		ev.predicateType = st.PredicateType
+	} else {
 		signed, err := parseSimpleSigning(c.payload)
 		if err != nil {
 			return evidence{}, err
@@ -355,34 +364,19 @@ func check(c candidate, digest string, r *rule, a *authority) (evidence, error) 
 			return evidence{}, fmt.Errorf("the signed payload names %s, not %s (a signature copied from another image)", printable(signed), digest)
 		}
 		ev.predicateType = EvidenceSimpleSigning
-	} else {
-		st, err := parseStatement(c.payload)
-		if err != nil {
-			return evidence{}, err
-		}
-		if !st.hasSubject(digest) {
-			return evidence{}, fmt.Errorf("the statement is not about %s", digest)
-		}
-		ev.predicateType = st.PredicateType
 	}
 	if !r.accepts(ev.predicateType) {
 		return evidence{}, fmt.Errorf("signed content is %q, which does not satisfy rule %s", printable(ev.predicateType), r.name)
 	}
 	switch r.kind {
 	case kindScan:
-		st, _ := parseStatement(c.payload)
-		rep, err := parseVulnPredicate(st.PredicateType, st.Predicate)
-		if err != nil {
+		if ev.scan, err = parseVulnPredicate(st.PredicateType, st.Predicate); err != nil {
 			return evidence{}, err
 		}
-		ev.scan = rep
 	case kindProvenance:
-		st, _ := parseStatement(c.payload)
-		id, err := parseProvenanceBuilder(st.Predicate)
-		if err != nil {
+		if ev.builderID, err = parseProvenanceBuilder(st.Predicate); err != nil {
 			return evidence{}, err
 		}
-		ev.builderID = id
 	}
 	return ev, nil
 }

@@ -59,6 +59,7 @@ func (c cosignCLI) run(t *testing.T, args ...string) string {
 		"TUF_ROOT="+filepath.Join(c.home, "tuf"),
 		"COSIGN_PASSWORD=interop-test",
 		"SIGSTORE_NO_CACHE=true",
+		"COSIGN_EXPERIMENTAL=1", // for --registry-referrers-mode=oci-1-1
 	)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -95,10 +96,12 @@ func TestCosignInterop(t *testing.T) {
 		name      string
 		referrers bool
 		bundle    bool
+		oci11     bool // cosign sign's experimental --registry-referrers-mode=oci-1-1
 	}{
-		{"legacy tags", false, false},
-		{"bundle, referrers API", true, true},
-		{"bundle, fallback tag", false, true},
+		{"legacy tags", false, false, false},
+		{"legacy formats in OCI 1.1 referrers", true, false, true},
+		{"bundle, referrers API", true, true, false},
+		{"bundle, fallback tag", false, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var opts []testenv.RegistryOption
@@ -111,15 +114,23 @@ func TestCosignInterop(t *testing.T) {
 			if tc.bundle {
 				common = append(common, "--new-bundle-format")
 			}
-			cli.run(t, append(append([]string{"sign"}, common...), digestRef(img))...)
+			sign := append([]string{"sign"}, common...)
+			if tc.oci11 {
+				// Only "cosign sign" has the mode; attestations stay in .att.
+				sign = append(sign, "--registry-referrers-mode=oci-1-1")
+			}
+			cli.run(t, append(sign, digestRef(img))...)
 			cli.run(t, append(append([]string{"attest", "--type", "vuln", "--predicate", predPath}, common...), digestRef(img))...)
 
 			p := imagePolicy(reg, verify.AuthoritySpec{Name: "cosign", Key: string(pub)})
 			p.Scan = &verify.ScanSpec{Authorities: []verify.AuthoritySpec{{Name: "scanner", Key: string(pub)}}, MaxSeverity: "high"}
 			vd := newVerifier(t, reg, p).Verify(ctx(t), img)
 			format := "cosign signature from tag"
-			if tc.bundle {
+			switch {
+			case tc.bundle:
 				format = "sigstore bundle from referrers"
+			case tc.oci11:
+				format = "cosign signature from referrers API"
 			}
 			wantDecision(t, vd, verify.Allowed, "signed by cosign", format, "1 high, 1 low")
 			if vd.Scan == nil || vd.Scan.Scanner != scan.Scanner || vd.Scan.Counts["high"] != 1 {

@@ -232,16 +232,13 @@ func (c *registryClient) referrers(ctx context.Context, r repository, digest str
 	skip := c.now().Before(c.noReferrers[host])
 	c.mu.Unlock()
 	if !skip {
-		b, h, err := c.get(ctx, r, "referrers/"+digest, mediaOCIIndex, maxManifestSize)
+		b, _, err := c.get(ctx, r, "referrers/"+digest, mediaOCIIndex, maxManifestSize)
 		switch {
 		case err == nil:
 			idx, err := parseIndex(b)
 			if err != nil {
 				return nil, "referrers API", &invalidError{"referrers of " + digest + ": " + err.Error()}
 			}
-			// Registries may ignore the artifactType filter; nothing is
-			// filtered here anyway.
-			_ = h
 			return idx, "referrers API", nil
 		case errors.Is(err, errNotFound):
 			c.mu.Lock()
