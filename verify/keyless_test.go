@@ -3,6 +3,7 @@ package verify_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/shipwatch/shipwatch/imageref"
 	"github.com/shipwatch/shipwatch/internal/testenv"
@@ -99,6 +100,16 @@ func TestKeylessLegacyTransparencyLog(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, verify.Blocked, "log"},
+		{"timestamp required but missing", func(t *testing.T, reg *testenv.Registry, img imageref.Ref) {
+			payload, ann, err := sigtest.LegacySignatureLayer(ci, img.Repo(), img.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			delete(ann, sigtest.AnnTimestamp)
+			if err := sigtest.AppendLegacyLayer(bg, reg, digestRef(img), ".sig", payload, sigtest.MediaSimpleSigning, ann); err != nil {
+				t.Fatal(err)
+			}
+		}, verify.Blocked, "timestamp"},
 		{"rekor entry and certificate of the same signing", func(t *testing.T, reg *testenv.Registry, img imageref.Ref) {
 			sigtest.MustSign(t, reg, digestRef(img), ci, sigtest.Legacy)
 		}, verify.Allowed, "signed by ci"},
@@ -108,8 +119,46 @@ func TestKeylessLegacyTransparencyLog(t *testing.T) {
 			reg := testenv.NewRegistry(t)
 			img := pushRandom(t, reg, "demo/app:1.0")
 			tc.setup(t, reg, img)
-			v := newVerifier(t, reg, imagePolicy(reg, keylessAuthority(t, ss, verify.KeylessSpec{Subject: ciSubject, Issuer: ciIssuer})))
+			spec := verify.KeylessSpec{Subject: ciSubject, Issuer: ciIssuer, RequireTimestamp: true}
+			v := newVerifier(t, reg, imagePolicy(reg, keylessAuthority(t, ss, spec)))
 			wantDecision(t, v.Verify(ctx(t), img), tc.want, tc.frag)
 		})
+	}
+}
+
+// TestKeylessAttestations: a keyless scanner identity attests scans in both
+// formats; another identity of the same Sigstore is not trusted for scans.
+func TestKeylessAttestations(t *testing.T) {
+	ss := sigtest.MustSigstore(t)
+	release := sigtest.MustKey(t, "")
+	const scannerSubject = "https://github.com/acme/app/.github/workflows/scan.yml@refs/heads/main"
+	for _, tc := range []struct {
+		name   string
+		signer *sigtest.Identity
+		want   verify.Decision
+		frag   string
+	}{
+		{"trusted scanner identity", ss.Identity(scannerSubject, ciIssuer), verify.Allowed, "scanned by"},
+		{"release workflow is not the scanner", ss.Identity(ciSubject, ciIssuer), verify.Blocked, "SAN"},
+	} {
+		for _, format := range []sigtest.Format{sigtest.Bundle, sigtest.Legacy} {
+			t.Run(tc.name+"/"+string(format), func(t *testing.T) {
+				reg := testenv.NewRegistry(t)
+				img := pushRandom(t, reg, "demo/app:1.0")
+				sigtest.MustSign(t, reg, digestRef(img), release, format)
+				if err := sigtest.AttestVuln(context.Background(), reg, digestRef(img), tc.signer, format, sigtest.Scan{FinishedAt: time.Now()}); err != nil {
+					t.Fatal(err)
+				}
+				scanner := keylessAuthority(t, ss, verify.KeylessSpec{Subject: scannerSubject, Issuer: ciIssuer, RequireTimestamp: true})
+				scanner.Name = "scanner"
+				p := imagePolicy(reg, keyAuthority("release", release))
+				p.Scan = &verify.ScanSpec{Authorities: []verify.AuthoritySpec{scanner}}
+				vd := newVerifier(t, reg, p).Verify(ctx(t), img)
+				wantDecision(t, vd, tc.want, tc.frag)
+				if tc.want == verify.Allowed && (vd.Scan == nil || vd.Scan.Authority != "scanner") {
+					t.Errorf("scan authority: got %+v, want scanner", vd.Scan)
+				}
+			})
+		}
 	}
 }
