@@ -39,10 +39,8 @@ type evidenceSet struct {
 	// unreachable is the first failure to get an answer (registry down,
 	// denied, rate limited, timed out): the verdict cannot be "blocked".
 	unreachable error
-	// harbor is the registry-side scan (Source "harbor"); harborChecked
-	// says whether it was asked.
-	harbor        *ScanReport
-	harborChecked bool
+	// harbor is the registry-side scan (Source "harbor").
+	harbor *ScanReport
 	// platforms holds the evidence of each platform that runs, when the
 	// policy accepts per-platform evidence and the index lacked some.
 	platforms     []platformEvidence
@@ -124,7 +122,6 @@ func (v *Verifier) collectFor(ctx context.Context, r repository, image imageref.
 		}
 	}
 	if sr := p.scanRule(); sr != nil && sr.scan.harbor {
-		set.harborChecked = true
 		rep, err := v.harbor.LatestScanAt(ctx, sr.scan.harborURL, image.WithDigest(digest), len(sr.scan.ignore) > 0)
 		if err != nil {
 			set.fail("harbor scan", err)

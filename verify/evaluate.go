@@ -30,6 +30,8 @@ func (v *Verifier) verdict(base Verdict, p *compiledPolicy, set *evidenceSet, no
 		res := evalRule(p, r, i, set, now)
 		if !res.ok && len(set.platforms) > 0 {
 			res = evalPlatforms(p, r, i, set, res, now)
+		} else if !res.ok && set.platformsNote != "" {
+			res.msg += "; per-platform evidence not used: " + set.platformsNote
 		}
 		if !res.ok {
 			allOK = false

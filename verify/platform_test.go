@@ -75,3 +75,13 @@ func TestMultiPlatform(t *testing.T) {
 		}
 	}
 }
+
+func TestPlatformSignaturesOnSinglePlatformImage(t *testing.T) {
+	key := sigtest.MustKey(t, "")
+	reg := testenv.NewRegistry(t)
+	img := pushRandom(t, reg, "demo/app:1.0")
+	p := imagePolicy(reg, keyAuthority("release", key))
+	p.PlatformSignatures = true
+	vd := newVerifier(t, reg, p).Verify(ctx(t), img)
+	wantDecision(t, vd, verify.Blocked, "no signature", "per-platform evidence not used: the image is not a multi-platform index")
+}
