@@ -176,10 +176,11 @@ func done(p *compiledPolicy, set *evidenceSet) bool {
 	return true
 }
 
-// Artifact types of referrers worth opening. Registries differ in what
-// they report (the config media type, the manifest's artifactType, or
-// nothing), so unknown and empty types are opened too; only types that
-// are certainly something else (SBOMs, ...) are skipped.
+// relevantArtifactType says whether a referrer may hold a signature or an
+// attestation. Registries differ in what they report as its artifact type
+// (the manifest's artifactType, the config media type, or nothing), so the
+// empty and OCI config types are opened too; other types (SBOMs, Notation
+// signatures, ...) are skipped.
 func relevantArtifactType(t string) bool {
 	switch {
 	case t == "", strings.HasPrefix(t, mediaBundlePrefix), t == mediaInToto, t == mediaDSSE,

@@ -2,6 +2,7 @@ package verify_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -66,7 +67,7 @@ func TestKeylessSignatures(t *testing.T) {
 	}
 }
 
-func TestKeylessLegacyTransparencyLog(t *testing.T) {
+func TestKeylessTransparencyLog(t *testing.T) {
 	ss := sigtest.MustSigstore(t)
 	ci := ss.Identity(ciSubject, ciIssuer)
 	bg := context.Background()
@@ -87,6 +88,35 @@ func TestKeylessLegacyTransparencyLog(t *testing.T) {
 			}
 			ann[sigtest.AnnBundle] = other[sigtest.AnnBundle]
 			if err := sigtest.AppendLegacyLayer(bg, reg, digestRef(img), ".sig", payload, sigtest.MediaSimpleSigning, ann); err != nil {
+				t.Fatal(err)
+			}
+		}, verify.Blocked, "transparency log"},
+		{"rekor entry of another signing (bundle)", func(t *testing.T, reg *testenv.Registry, img imageref.Ref) {
+			st, err := sigtest.Statement(img.Digest, sigtest.PredicateCosignSign, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mine, err := sigtest.BundleJSON(ci, st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			theirs, err := sigtest.BundleJSON(ci, st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var a, b map[string]any
+			if err := json.Unmarshal(mine, &a); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(theirs, &b); err != nil {
+				t.Fatal(err)
+			}
+			a["verificationMaterial"].(map[string]any)["tlogEntries"] = b["verificationMaterial"].(map[string]any)["tlogEntries"]
+			swapped, err := json.Marshal(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sigtest.PushBundle(bg, reg, digestRef(img), swapped, sigtest.PredicateCosignSign); err != nil {
 				t.Fatal(err)
 			}
 		}, verify.Blocked, "transparency log"},
