@@ -21,14 +21,14 @@ import (
 // loopback registry, and the services it created (removed at the end, with
 // every image pulled from the registry).
 type harness struct {
-	t   *testing.T
+	t   testing.TB
 	cli *client.Client
 	reg *testenv.Registry
 	ctx context.Context
 	id  string // makes this test's images unique
 }
 
-func newHarness(t *testing.T, opts ...testenv.RegistryOption) *harness {
+func newHarness(t testing.TB, opts ...testenv.RegistryOption) *harness {
 	t.Helper()
 	cli := testenv.Engine(t)
 	testenv.Swarm(t, cli)
@@ -162,7 +162,9 @@ func (h *harness) deployer(opts swarmdeployer.Options) *swarmdeployer.Deployer {
 	if opts.Defaults.Monitor == 0 {
 		opts.Defaults.Monitor = 2 * time.Second
 	}
-	opts.Logger = zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.DebugLevel)
+	if tt, ok := h.t.(*testing.T); ok {
+		opts.Logger = zerolog.New(zerolog.NewTestWriter(tt)).Level(zerolog.DebugLevel)
+	}
 	d, err := swarmdeployer.New(h.ctx, opts)
 	if err != nil {
 		h.t.Fatalf("New: %v", err)
@@ -171,7 +173,7 @@ func (h *harness) deployer(opts swarmdeployer.Options) *swarmdeployer.Deployer {
 }
 
 // logSteps prints the steps of a result, for failing tests.
-func logSteps(t *testing.T, res deployer.Result) {
+func logSteps(t testing.TB, res deployer.Result) {
 	t.Helper()
 	var b strings.Builder
 	for _, s := range res.Steps {

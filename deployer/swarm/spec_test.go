@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +97,7 @@ func TestDiagnosis(t *testing.T) {
 		want       error
 	}{
 		{"crash", []TaskFailure{{State: "failed", Err: "task: non-zero exit (1)", ExitCode: 1}}, false, true, true, nil},
+		{"crash before its healthcheck passed", []TaskFailure{{State: "failed", Err: "task: non-zero exit (1)", ExitCode: 1, Health: "unhealthy"}}, false, true, true, nil},
 		{"unhealthy, exited cleanly", []TaskFailure{{State: "complete", Health: "unhealthy"}}, false, true, true, nil},
 		{"oom", []TaskFailure{{State: "failed", ExitCode: 137, OOMKilled: true}}, false, true, true, nil},
 		{"ended on its own", []TaskFailure{{State: "complete", Message: "finished"}}, false, true, true, nil},
@@ -116,6 +118,9 @@ func TestDiagnosis(t *testing.T) {
 			}
 			if tc.want != nil && !errors.Is(err, tc.want) {
 				t.Errorf("reasons %v, want %v", err, tc.want)
+			}
+			if tc.name == "crash before its healthcheck passed" && (he == nil || !strings.Contains(he.Reason, "exited with code 1")) {
+				t.Errorf("reason %v, want the crash, not the healthcheck", err)
 			}
 		})
 	}

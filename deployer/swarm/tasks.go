@@ -43,10 +43,10 @@ func (f TaskFailure) String() string {
 	switch {
 	case f.OOMKilled:
 		s += ": OOM killed"
-	case f.Health == "unhealthy":
-		s += ": container unhealthy"
 	case f.Err != "":
 		s += ": " + f.Err
+	case f.Health == "unhealthy":
+		s += ": container unhealthy"
 	case f.Message != "":
 		s += ": " + f.Message
 	}
@@ -178,13 +178,15 @@ func diagnosis(fs []TaskFailure, deadline bool) (reasons []error, imageFault boo
 		switch {
 		case f.OOMKilled:
 			oom++
-		case f.Health == "unhealthy" || strings.Contains(e, "unhealthy"):
-			unhealthy++
 		case f.ExitCode != 0 || strings.Contains(e, "non-zero exit"):
+			// A container that exited with an error crashed, whatever its
+			// healthcheck said last.
 			crash++
 			if exit == 0 {
 				exit = f.ExitCode
 			}
+		case f.Health == "unhealthy" || strings.Contains(e, "unhealthy"):
+			unhealthy++
 		case isPullError(e):
 			pull++
 		case f.State == string(swarm.TaskStateComplete):
