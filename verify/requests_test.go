@@ -7,6 +7,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+
 	"github.com/shipwatch/shipwatch/imageref"
 	"github.com/shipwatch/shipwatch/internal/testenv"
 	"github.com/shipwatch/shipwatch/verify"
@@ -146,5 +150,53 @@ func TestConcurrentVerify(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// TestUnrelatedReferrersAreNotOpened: an SBOM attached to the image costs no
+// request beyond the referrers listing.
+func TestUnrelatedReferrersAreNotOpened(t *testing.T) {
+	key := sigtest.MustKey(t, "")
+	reg := testenv.NewRegistry(t, testenv.WithReferrersAPI())
+	img := pushRandom(t, reg, "demo/app:1.0")
+	repo, err := name.NewRepository(img.Repo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []remote.Option{remote.WithAuth(reg.Auth()), remote.WithTransport(reg.Transport())}
+	sbom := static.NewLayer([]byte(`{"spdxVersion":"SPDX-2.3"}`), "application/spdx+json")
+	if err := remote.WriteLayer(repo, sbom, opts...); err != nil {
+		t.Fatal(err)
+	}
+	sd, _ := sbom.Digest()
+	desc, err := remote.Head(repo.Digest(img.Digest), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
+		"artifactType":  "application/spdx+json",
+		"config":        map[string]any{"mediaType": "application/spdx+json", "digest": sd.String(), "size": 26},
+		"layers":        []any{map[string]any{"mediaType": "application/spdx+json", "digest": sd.String(), "size": 26}},
+		"subject":       map[string]any{"mediaType": desc.MediaType, "digest": desc.Digest.String(), "size": desc.Size},
+	}
+	if err := sigtest.PushReferrerManifest(context.Background(), reg, repo, m); err != nil {
+		t.Fatal(err)
+	}
+	sigtest.MustSign(t, reg, digestRef(img), key, sigtest.Bundle)
+	idx, err := remote.Referrers(repo.Digest(img.Digest), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im, err := idx.IndexManifest(); err != nil || len(im.Manifests) != 2 {
+		t.Fatalf("referrers: got %v (%v), want the SBOM and the signature", im, err)
+	}
+	v := newVerifier(t, reg, imagePolicy(reg, keyAuthority("release", key)))
+	reg.Reset()
+	wantDecision(t, v.Verify(ctx(t), img), verify.Allowed)
+	// The referrers listing, then only the bundle's manifest and blob.
+	if got := reg.Count("GET", "manifest") + reg.Count("GET", "blob"); got != 2 {
+		t.Errorf("manifest and blob requests: got %d (%s), want 2 (the SBOM is not opened)", got, requestLog(reg.Requests()))
 	}
 }
