@@ -28,6 +28,12 @@ func (v *Verifier) verdict(base Verdict, p *compiledPolicy, set *evidenceSet, no
 	allOK, anyBlock := true, false
 	for i, r := range p.rules {
 		res := evalRule(p, r, i, set, now)
+		if res.ok && r.kind == kindScan && !r.scan.harbor && set.unreachable != nil {
+			// A newer scan may sit where the registry did not answer: the
+			// newest scan is unknown, so the scan rule cannot pass.
+			res.ok, res.wait = false, true
+			res.msg += "; a newer scan may exist where the registry did not answer"
+		}
 		if !res.ok && len(set.platforms) > 0 {
 			res = evalPlatforms(p, r, i, set, res, now)
 		} else if !res.ok && set.platformsNote != "" {

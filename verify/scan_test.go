@@ -2,6 +2,8 @@ package verify_test
 
 import (
 	"context"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -186,4 +188,31 @@ func TestAttestationAndProvenanceRules(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestScanWithPartialOutageIsUndecided: when part of the registry does not
+// answer, the scan found elsewhere may not be the newest: undecided.
+func TestScanWithPartialOutageIsUndecided(t *testing.T) {
+	release := sigtest.MustKey(t, "")
+	trivy := sigtest.MustKey(t, "")
+	reg := testenv.NewRegistry(t, testenv.WithReferrersAPI())
+	img := pushRandom(t, reg, "demo/app:1.0")
+	sigtest.MustSign(t, reg, digestRef(img), release, sigtest.Legacy)
+	if err := sigtest.AttestVuln(context.Background(), reg, digestRef(img), trivy, sigtest.Legacy, sigtest.Scan{FinishedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	reg.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/referrers/") {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	})
+	p := imagePolicy(reg, keyAuthority("release", release))
+	p.Scan = &verify.ScanSpec{Authorities: []verify.AuthoritySpec{keyAuthority("trivy", trivy)}}
+	vd := newVerifier(t, reg, p).Verify(ctx(t), img)
+	wantDecision(t, vd, verify.Undecided, "a newer scan may exist", "status 503")
+	// Without a scan rule the verified legacy signature is enough.
+	p.Scan = nil
+	wantDecision(t, newVerifier(t, reg, p).Verify(ctx(t), img), verify.Allowed, "signed by release")
 }
