@@ -262,3 +262,23 @@ func TestVerifyPreconditions(t *testing.T) {
 		})
 	}
 }
+
+func TestDeployable(t *testing.T) {
+	tests := []struct {
+		decision verify.Decision
+		mode     string
+		want     bool
+	}{
+		{verify.Allowed, verify.ModeEnforce, true},
+		{verify.Blocked, verify.ModeEnforce, false},
+		{verify.Undecided, verify.ModeEnforce, false},
+		{verify.Allowed, verify.ModeWarn, true},
+		{verify.Blocked, verify.ModeWarn, true},
+		{verify.Undecided, verify.ModeWarn, false},
+	}
+	for _, tc := range tests {
+		if got := (verify.Verdict{Decision: tc.decision, Mode: tc.mode}).Deployable(); got != tc.want {
+			t.Errorf("Deployable(%s, %s): got %v, want %v", tc.decision, tc.mode, got, tc.want)
+		}
+	}
+}

@@ -21,7 +21,8 @@ type PolicySpec struct {
 	// wins.
 	Images []string
 	// Mode is "enforce" (the default) or "warn": in warn mode the verdict is
-	// computed and reported, but Verdict.Deployable never blocks on it.
+	// computed and reported, but a blocked verdict is still deployable
+	// (Verdict.Deployable). Undecided never is.
 	Mode string
 	// AllowUnsigned lets matching images run without a signature. It must be
 	// spelled out and cannot be combined with Authorities; New reports it in

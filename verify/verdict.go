@@ -90,10 +90,11 @@ type ScanSummary struct {
 }
 
 // Deployable reports whether the verdict lets the image run: an allowed
-// verdict, or any verdict of a policy in warn mode (which reports but never
-// blocks).
+// verdict, or a blocked one of a policy in warn mode (which reports but never
+// blocks). Undecided is never deployable, not even in warn mode: nothing was
+// checked.
 func (v Verdict) Deployable() bool {
-	return v.Decision == Allowed || v.Mode == ModeWarn
+	return v.Decision == Allowed || (v.Decision == Blocked && v.Mode == ModeWarn)
 }
 
 // Summary is a one-line description for logs and plans: the decision and
@@ -106,7 +107,7 @@ func (v Verdict) Summary() string {
 		}
 	}
 	s := string(v.Decision)
-	if v.Mode == ModeWarn && v.Decision != Allowed {
+	if v.Mode == ModeWarn && v.Decision == Blocked {
 		s += " (warn mode: not enforced)"
 	}
 	if len(msgs) > 0 {
