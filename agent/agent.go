@@ -162,7 +162,7 @@ func (a *Agent) startPass(ctx context.Context, key, why string, filter func(depl
 			a.mu.Unlock()
 			return
 		}
-		a.log.Info().Str("trigger", why).Str("key", key).Msg("previous pass still running: skipped")
+		a.log.Debug().Str("trigger", why).Str("key", key).Msg("previous pass still running: skipped")
 		return
 	}
 	a.wg.Add(1)
@@ -195,7 +195,7 @@ func (a *Agent) runPass(ctx context.Context, why string, filter func(deployer.Ta
 	a.log.Info().Str("trigger", why).Int("targets", len(rep.Targets)).
 		Int("updated", rep.Count(deployer.Updated)).Int("available", rep.Count(deployer.Available)).
 		Int("blocked", rep.Count(deployer.Blocked)).Int("rolled_back", rep.Count(deployer.RolledBack)).
-		Int("failed", rep.Count(deployer.Failed)).Dur("took", rep.Took).Msg("pass done")
+		Int("failed", rep.Count(deployer.Failed)).Str("took", rep.Took.Round(time.Millisecond).String()).Msg("pass done")
 }
 
 // syncSchedules registers the schedules that targets set for themselves

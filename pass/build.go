@@ -59,11 +59,16 @@ func Build(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Bui
 	}
 	if opts.Deployers {
 		kc := Keychain(cfg)
-		cd, err := composedeployer.New(ctx, composedeployer.Options{Keychain: kc, Logger: log})
+		cd, err := composedeployer.New(ctx, composedeployer.Options{
+			Host: cfg.Engine.Host, Keychain: kc, Logger: log,
+			HealthSamples: cfg.Rollout.HealthSamples, HealthTimeout: cfg.Rollout.HealthTimeout.Std(), CleanupOld: cfg.Rollout.CleanupOldImages,
+		})
 		if err != nil {
 			return Deps{}, nil, fmt.Errorf("compose deployer: %w", err)
 		}
-		sd, err := swarmdeployer.New(ctx, swarmdeployer.Options{Keychain: kc, Logger: log})
+		prevClose := closeFn
+		closeFn = func() { _ = cd.Close(); prevClose() }
+		sd, err := swarmdeployer.New(ctx, swarmdeployer.Options{Keychain: kc, Logger: log, Deadline: cfg.Rollout.SwarmDeadline.Std(), Engine: cli})
 		if err != nil {
 			return Deps{}, nil, fmt.Errorf("swarm deployer: %w", err)
 		}

@@ -109,18 +109,17 @@ func removeImagesOf(ctx context.Context, cli *client.Client, prefix string) erro
 	if err != nil {
 		return err
 	}
+	// Remove by reference, not by image ID: two tests that build the same
+	// App share an image ID, and removing it by ID would take the other
+	// test's tags with it. The image goes when its last reference does.
 	for _, img := range list.Items {
-		match := false
 		for _, ref := range append(append([]string{}, img.RepoTags...), img.RepoDigests...) {
-			if strings.HasPrefix(ref, prefix+"/") {
-				match = true
+			if !strings.HasPrefix(ref, prefix+"/") {
+				continue
 			}
-		}
-		if !match {
-			continue
-		}
-		if _, err := cli.ImageRemove(ctx, img.ID, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil && !isNotFound(err) {
-			return fmt.Errorf("remove image %s: %w", img.ID, err)
+			if _, err := cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil && !isNotFound(err) {
+				return fmt.Errorf("remove image %s: %w", ref, err)
+			}
 		}
 	}
 	return nil
