@@ -88,6 +88,9 @@ type Rollout struct {
 	// ShutdownGrace bounds how long a stopping agent lets an in-flight
 	// rollout finish (or roll back) before it exits.
 	ShutdownGrace Duration `yaml:"shutdown_grace,omitempty"`
+	// StackFiles maps a Swarm stack name to the stack file it is deployed
+	// from, so that a semver update is written back into it.
+	StackFiles map[string]string `yaml:"stack_files,omitempty"`
 }
 
 // Engine says where the Docker engine is.
@@ -240,6 +243,10 @@ type ScanPolicy struct {
 	MaxAge      Duration `yaml:"max_age,omitempty"`
 	Ignore      []string `yaml:"ignore,omitempty"`  // CVE ids
 	Missing     string   `yaml:"missing,omitempty"` // block (default) or wait
+	// Source is where scans come from: "attestation" (default: signed
+	// vulnerability attestations) or "harbor" (Harbor's scan overview API).
+	Source    string `yaml:"source,omitempty"`
+	HarborURL string `yaml:"harbor_url,omitempty"` // default https://<registry host>
 }
 
 // ProvenancePolicy requires SLSA v1 provenance from a builder.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 
@@ -34,6 +35,7 @@ func Parse(data []byte, file string, lookup func(string) (string, bool)) (*Confi
 		return nil, err
 	}
 	v := validator{file: file, lines: lines}
+	resolvePaths(&cfg, filepath.Dir(file))
 	v.resolveSecrets(&cfg)
 	v.config(&cfg)
 	if len(v.errs) > 0 {

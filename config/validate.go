@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -39,6 +40,40 @@ func (v *validator) fail(path, format string, args ...any) {
 		line = v.lines[p]
 	}
 	v.errs = append(v.errs, &FieldError{File: v.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// resolvePaths makes every relative file path in c relative to dir (the
+// config file's directory), so that a config works from any working directory.
+func resolvePaths(c *Config, dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	for i := range c.Registries {
+		r := &c.Registries[i]
+		abs(&r.PasswordFile)
+		abs(&r.TokenFile)
+		abs(&r.CAFile)
+	}
+	abs(&c.API.TokenFile)
+	abs(&c.API.TLSCert)
+	abs(&c.API.TLSKey)
+	abs(&c.Webhooks.SecretFile)
+	abs(&c.Notify.URLsFile)
+	for name, a := range c.Verify.Authorities {
+		abs(&a.KeyFile)
+		if a.Keyless != nil {
+			k := *a.Keyless
+			abs(&k.TrustedRoot)
+			a.Keyless = &k
+		}
+		c.Verify.Authorities[name] = a
+	}
+	for stack, f := range c.Rollout.StackFiles {
+		abs(&f)
+		c.Rollout.StackFiles[stack] = f
+	}
 }
 
 // resolveSecrets reads every *_file secret into its field.
@@ -343,8 +378,17 @@ func (v *validator) verify(vc Verify) {
 		}
 		if s := pol.Scan; s != nil {
 			sp := p + ".scan"
-			if len(s.SignedBy) == 0 {
-				v.fail(sp+".signed_by", "missing; name the scanner authorities whose vulnerability attestations count")
+			switch s.Source {
+			case "", "attestation":
+				if len(s.SignedBy) == 0 {
+					v.fail(sp+".signed_by", "missing; name the scanner authorities whose vulnerability attestations count")
+				}
+			case "harbor":
+				if s.HarborURL != "" && !hasAnyPrefix(s.HarborURL, "https://", "http://") {
+					v.fail(sp+".harbor_url", "%q: write Harbor's base URL, like https://harbor.example.com", s.HarborURL)
+				}
+			default:
+				v.fail(sp+".source", "%q: use attestation (signed vulnerability attestations) or harbor", s.Source)
 			}
 			v.authorityRefs(sp+".signed_by", s.SignedBy, vc.Authorities)
 			if s.MaxSeverity != "" && !contains(Severities, s.MaxSeverity) {

@@ -68,7 +68,7 @@ func Build(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Bui
 		}
 		prevClose := closeFn
 		closeFn = func() { _ = cd.Close(); prevClose() }
-		sd, err := swarmdeployer.New(ctx, swarmdeployer.Options{Keychain: kc, Logger: log, Deadline: cfg.Rollout.SwarmDeadline.Std(), Engine: cli})
+		sd, err := swarmdeployer.New(ctx, swarmdeployer.Options{Keychain: kc, Logger: log, Deadline: cfg.Rollout.SwarmDeadline.Std(), Engine: cli, StackFiles: cfg.Rollout.StackFiles})
 		if err != nil {
 			return Deps{}, nil, fmt.Errorf("swarm deployer: %w", err)
 		}
@@ -115,7 +115,7 @@ func VerifyOptions(cfg *config.Config, log zerolog.Logger) verify.Options {
 		}
 		return out
 	}
-	opts := verify.Options{Logger: log, Platforms: []string{"linux/" + runtime.GOARCH}}
+	opts := verify.Options{Logger: log, Platforms: []string{"linux/" + runtime.GOARCH}, Keychain: Keychain(cfg)}
 	for _, p := range cfg.Verify.Policies {
 		spec := verify.PolicySpec{
 			Name: p.Name, Images: p.Images, Mode: p.Mode, AllowUnsigned: p.AllowUnsigned,
@@ -125,7 +125,7 @@ func VerifyOptions(cfg *config.Config, log zerolog.Logger) verify.Options {
 			spec.Attestations = append(spec.Attestations, verify.AttestationSpec{PredicateType: a.Type, Authorities: auth(a.SignedBy)})
 		}
 		if s := p.Scan; s != nil {
-			spec.Scan = &verify.ScanSpec{Authorities: auth(s.SignedBy), MaxSeverity: s.MaxSeverity, MaxAge: s.MaxAge.Std(), IgnoreCVEs: s.Ignore, Missing: s.Missing}
+			spec.Scan = &verify.ScanSpec{Authorities: auth(s.SignedBy), MaxSeverity: s.MaxSeverity, MaxAge: s.MaxAge.Std(), IgnoreCVEs: s.Ignore, Missing: s.Missing, Source: s.Source, HarborURL: s.HarborURL}
 		}
 		if pr := p.Provenance; pr != nil {
 			spec.Provenance = &verify.ProvenanceSpec{BuilderID: pr.BuilderID, Authorities: auth(pr.SignedBy)}
