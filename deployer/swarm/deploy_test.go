@@ -479,6 +479,19 @@ func TestRollbackByHand(t *testing.T) {
 			t.Errorf("%d updates, want none", n)
 		}
 	})
+	t.Run("previous spec runs the same digest", func(t *testing.T) {
+		f := newFake(ref2.String())
+		prev := f.svc.Spec
+		prev.Labels = map[string]string{"changed": "by a stack deploy"}
+		f.svc.PreviousSpec = &prev
+		res := newFakeDeployer(t, f, Options{}).Rollback(context.Background(), fakeTarget(f), "", nil)
+		if res.Outcome != deployer.Failed || !errors.Is(res.Cause, deployer.ErrNoPrevious) {
+			t.Errorf("outcome %s, cause %v; want failed, ErrNoPrevious", res.Outcome, res.Cause)
+		}
+		if n := f.count("ServiceUpdate"); n != 0 {
+			t.Errorf("%d updates, want none", n)
+		}
+	})
 	t.Run("previous spec holds the digest asked for", func(t *testing.T) {
 		f := newFake(ref2.String())
 		prev := f.svc.Spec

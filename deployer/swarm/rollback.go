@@ -47,6 +47,14 @@ func (d *Deployer) Rollback(ctx context.Context, target deployer.Target, to stri
 			r.step("check", start, "", err)
 			return r.fail(err)
 		}
+		if d := digestOf(specImage(*prev)); d != "" && d == digestOf(cur) {
+			// A later update that kept the image (a docker stack deploy of
+			// the same file, a scale) replaced the previous spec: going back
+			// to it would restore nothing.
+			err := fmt.Errorf("service %s: its previous spec runs the same digest %s (a later update, such as docker stack deploy, replaced the one before): %w; pass the digest to restore from the rollout history", svc.Spec.Name, d, deployer.ErrNoPrevious)
+			r.step("check", start, "", err)
+			return r.fail(err)
+		}
 		r.res.To = digestOf(specImage(*prev))
 		r.step("check", start, fmt.Sprintf("service %s: %s → previous spec %s", svc.Spec.Name, cur, specImage(*prev)), nil)
 		return d.rollbackPrevious(ctx, r, svc, *prev)
