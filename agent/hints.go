@@ -23,10 +23,9 @@ func (a *Agent) trigger(repository, tag string) int {
 	if repo == "" {
 		return 0
 	}
+	// The count is what the last pass knew; a target that appeared since is
+	// found by the pass itself, so the hint is queued even for 0.
 	matched := a.countTargetsOf(repo)
-	if matched == 0 {
-		return 0
-	}
 	a.mu.Lock()
 	if a.queued == nil {
 		a.queued = map[string]bool{}

@@ -6,6 +6,8 @@ import (
 	"runtime"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/moby/moby/api/types/swarm"
+	"github.com/moby/moby/client"
 	"github.com/rs/zerolog"
 
 	"github.com/shipwatch/shipwatch/config"
@@ -26,15 +28,21 @@ type BuildOptions struct {
 // Build makes the parts of a pass from the configuration, once, at start-up:
 // the engine connection, the registry watcher, the verifier with its
 // compiled policies, and the deployers. close releases them.
-func Build(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts BuildOptions) (deps Deps, closeFn func(), err error) {
+func Build(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts BuildOptions) (_ Deps, _ func(), err error) {
 	cli, err := engine.Connect(ctx, cfg.Engine.Host)
 	if err != nil {
 		return Deps{}, nil, err
 	}
-	closeFn = func() { _ = cli.Close() }
+	var closers []func()
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	closers = append(closers, func() { _ = cli.Close() })
 	defer func() {
 		if err != nil {
-			closeFn()
+			closeAll()
 		}
 	}()
 	w, err := watcher.New(WatcherOptions(cfg, log))
@@ -48,7 +56,7 @@ func Build(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Bui
 	for _, warning := range v.Warnings() {
 		log.Warn().Str("warning", warning).Msg("verification is weakened by configuration")
 	}
-	deps = Deps{
+	deps := Deps{
 		Config:    cfg,
 		Engine:    cli,
 		Watcher:   w,
@@ -66,16 +74,23 @@ func Build(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Bui
 		if err != nil {
 			return Deps{}, nil, fmt.Errorf("compose deployer: %w", err)
 		}
-		prevClose := closeFn
-		closeFn = func() { _ = cd.Close(); prevClose() }
-		sd, err := swarmdeployer.New(ctx, swarmdeployer.Options{Keychain: kc, Logger: log, Deadline: cfg.Rollout.SwarmDeadline.Std(), Engine: cli, StackFiles: cfg.Rollout.StackFiles})
-		if err != nil {
-			return Deps{}, nil, fmt.Errorf("swarm deployer: %w", err)
-		}
+		closers = append(closers, func() { _ = cd.Close() })
 		deps.Deployers[deployer.KindCompose] = cd
-		deps.Deployers[deployer.KindSwarm] = sd
+		// The Swarm deployer needs a manager; on a plain engine there are no
+		// Swarm targets to deploy to (discovery lists none).
+		info, err := cli.Info(ctx, client.InfoOptions{})
+		if err != nil {
+			return Deps{}, nil, fmt.Errorf("engine info: %w", err)
+		}
+		if info.Info.Swarm.LocalNodeState == swarm.LocalNodeStateActive && info.Info.Swarm.ControlAvailable {
+			sd, err := swarmdeployer.New(ctx, swarmdeployer.Options{Keychain: kc, Logger: log, Deadline: cfg.Rollout.SwarmDeadline.Std(), Engine: cli, StackFiles: cfg.Rollout.StackFiles})
+			if err != nil {
+				return Deps{}, nil, fmt.Errorf("swarm deployer: %w", err)
+			}
+			deps.Deployers[deployer.KindSwarm] = sd
+		}
 	}
-	return deps, closeFn, nil
+	return deps, closeAll, nil
 }
 
 // WatcherOptions maps the registries section of the config to the watcher.

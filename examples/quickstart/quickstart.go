@@ -92,8 +92,7 @@ func run(ctx context.Context, opts Options) (res *Result, err error) {
 	bin := opts.Binary
 	if bin == "" {
 		say("building shipwatch")
-		bin = filepath.Join(work, "shipwatch")
-		if err := buildShipwatch(ctx, bin); err != nil {
+		if bin, err = testenv.BuildShipwatch(work); err != nil {
 			return res, err
 		}
 	}
@@ -290,22 +289,6 @@ verify:
 	stopAgent()
 	res.AgentLog = logs.String()
 	return res, nil
-}
-
-// buildShipwatch builds the CLI from the checkout this program runs in.
-func buildShipwatch(ctx context.Context, out string) error {
-	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return fmt.Errorf("go env GOMOD: %w (the quickstart needs Go)", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/shipwatch")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build shipwatch: %v\n%s", err, b)
-	}
-	return nil
 }
 
 type syncBuffer struct {

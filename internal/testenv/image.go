@@ -194,3 +194,36 @@ func (app App) MustImage(tb testing.TB) v1.Image {
 	}
 	return img
 }
+
+var (
+	shipwatchOnce sync.Once
+	shipwatchBin  string
+	shipwatchErr  error
+)
+
+// BuildShipwatch builds the shipwatch CLI of this checkout once per process
+// into dir (a temporary directory when empty) and returns its path.
+func BuildShipwatch(dir string) (string, error) {
+	shipwatchOnce.Do(func() {
+		if dir == "" {
+			dir, shipwatchErr = os.MkdirTemp("", "shipwatch-bin-")
+			if shipwatchErr != nil {
+				return
+			}
+		}
+		gomod, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			shipwatchErr = fmt.Errorf("go env GOMOD: %w (building shipwatch needs Go)", err)
+			return
+		}
+		root := filepath.Dir(string(bytes.TrimSpace(gomod)))
+		shipwatchBin = filepath.Join(dir, "shipwatch")
+		cmd := exec.Command("go", "build", "-o", shipwatchBin, "./cmd/shipwatch")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			shipwatchErr = fmt.Errorf("build shipwatch: %v\n%s", err, b)
+		}
+	})
+	return shipwatchBin, shipwatchErr
+}
