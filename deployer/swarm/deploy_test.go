@@ -511,6 +511,36 @@ func TestRollbackByHand(t *testing.T) {
 			t.Errorf("updates %+v, want one Rollback: previous", f.updates)
 		}
 	})
+	t.Run("a bare digest gets the stack file's tag back", func(t *testing.T) {
+		f := newFake(ref2.String())
+		f.svc.Spec.Labels[LabelStackImage] = "registry.example/team/web:1.0.0"
+		f.tasks = tasksOfSpec
+		f.dist = func(ref, _ string) (client.DistributionInspectResult, error) {
+			var res client.DistributionInspectResult
+			r := imageref.MustParse(ref)
+			switch {
+			case r.Digest != "":
+				res.Descriptor = ocispec.Descriptor{Digest: digest.Digest(r.Digest)}
+			case r.Tag == "1.0.0":
+				res.Descriptor = ocispec.Descriptor{Digest: digest.Digest(testDigest1)}
+			default:
+				return res, notFound("manifest", ref)
+			}
+			return res, nil
+		}
+		f.tick = func(f *fakeEngine, n int) {
+			if n == 1 {
+				f.status(swarm.UpdateStateCompleted, "update completed")
+			}
+		}
+		res := newFakeDeployer(t, f, Options{}).Rollback(context.Background(), fakeTarget(f), testDigest1, nil)
+		if res.Outcome != deployer.RolledBack {
+			t.Fatalf("outcome %s (%v), want rolled-back", res.Outcome, res.Cause)
+		}
+		if got := f.updates[0].Spec.TaskTemplate.ContainerSpec.Image; got != ref1.Familiar() {
+			t.Errorf("image = %s, want %s (the tag that names the digest)", got, ref1.Familiar())
+		}
+	})
 	for _, tc := range []struct {
 		to, wantImage, err string
 	}{

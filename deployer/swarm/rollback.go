@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/swarm"
+	"github.com/moby/moby/client"
 
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/imageref"
@@ -17,7 +18,8 @@ import (
 // and Rollback then fails with deployer.ErrNoPrevious, service untouched.
 // With to set ("sha256:…", or a full "repo:tag@sha256:…" from history) it
 // updates the service to that digest, through Swarm's previous spec when
-// that spec runs it. The outcome is RolledBack when the restored version
+// that spec runs it (a bare digest keeps the tag that names it in the
+// registry, if the stack file's or the previous spec's does). The outcome is RolledBack when the restored version
 // runs, UpToDate when it already ran, Failed otherwise (ManualAction when
 // nothing could be restored).
 func (d *Deployer) Rollback(ctx context.Context, target deployer.Target, to string, progress deployer.Progress) deployer.Result {
@@ -82,11 +84,46 @@ func (d *Deployer) Rollback(ctx context.Context, target deployer.Target, to stri
 	if err == nil {
 		err = d.checkRegistry(ctx, want, auth)
 	}
-	r.step("registry", start, registryDetail(want, auth), err)
+	if err == nil && want.Tag == "" {
+		want.Tag = d.tagOf(ctx, svc, want, auth)
+	}
+	detail := registryDetail(want, auth)
+	if want.Tag != "" && imageref.ValidDigest(to) {
+		detail += "; " + want.Digest + " is tag " + want.Tag
+	}
+	r.step("registry", start, detail, err)
 	if err != nil {
 		return r.fail(err)
 	}
 	return d.apply(ctx, r, svc, want, auth, true)
+}
+
+// tagOf finds, for a rollback to a bare digest, a tag that names that
+// digest in the registry now: the stack file's tag (com.docker.stack.image)
+// or the previous spec's. Found, the rollback keeps a tag (and a stack file
+// can be written back); not found, the service is pinned to repo@digest.
+func (d *Deployer) tagOf(ctx context.Context, svc swarm.Service, want imageref.Ref, auth string) string {
+	var candidates []string
+	if l, err := imageref.Parse(svc.Spec.Labels[LabelStackImage]); err == nil && l.SameRepo(want) && l.Tag != "" {
+		candidates = append(candidates, l.Tag)
+	}
+	if prev := previousSpec(svc); prev != nil {
+		if p, err := imageref.Parse(specImage(*prev)); err == nil && p.SameRepo(want) && p.Tag != "" {
+			candidates = append(candidates, p.Tag)
+		}
+	}
+	seen := map[string]bool{}
+	for _, tag := range candidates {
+		if seen[tag] {
+			continue
+		}
+		seen[tag] = true
+		res, err := d.eng.DistributionInspect(ctx, want.WithTag(tag).String(), client.DistributionInspectOptions{EncodedRegistryAuth: auth})
+		if err == nil && res.Descriptor.Digest.String() == want.Digest {
+			return tag
+		}
+	}
+	return ""
 }
 
 func previousSpec(svc swarm.Service) *swarm.ServiceSpec {
@@ -105,9 +142,8 @@ func rollbackRef(svc swarm.Service, to string) (imageref.Ref, error) {
 		return imageref.Ref{}, fmt.Errorf("service %s: its image %q is not a registry reference: %w", svc.Spec.Name, specImage(svc.Spec), ErrNotInRegistry)
 	}
 	if imageref.ValidDigest(to) {
-		// Which tag that digest had is history's business, not the
-		// service's: pin the repository alone rather than put the digest
-		// under the current (wrong) tag.
+		// Never put the digest under the current (wrong) tag: pin the
+		// repository alone; tagOf may find the right tag in the registry.
 		base.Tag = ""
 		return base.WithDigest(to), nil
 	}

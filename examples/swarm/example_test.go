@@ -66,8 +66,13 @@ func TestExampleFilesLoad(t *testing.T) {
 	if err != nil || enable == nil || !*enable || pol.Semver == nil {
 		t.Errorf("labels: policy %+v, enable %v, err %v; want enabled with a semver range", pol, enable, err)
 	}
-	if _, err := config.Load("shipwatch.yaml", os.LookupEnv); err != nil {
-		t.Errorf("load shipwatch.yaml: %v", err)
+	cfgPath, _ := filepath.Abs("shipwatch.yaml")
+	cfg, err := config.Load(cfgPath, os.LookupEnv)
+	if err != nil {
+		t.Fatalf("load shipwatch.yaml: %v", err)
+	}
+	if abs, _ := filepath.Abs("stack.yml"); cfg.Rollout.StackFiles["demo"] != abs {
+		t.Errorf("rollout.stack_files.demo = %q, want %q", cfg.Rollout.StackFiles["demo"], abs)
 	}
 	// shipwatch can keep the file's tag in step with a semver rollout.
 	copyPath := filepath.Join(t.TempDir(), "stack.yml")
@@ -252,9 +257,7 @@ func TestExampleByHand(t *testing.T) {
 		t.Fatalf("rollout 1.1.0: %s, %v", res.Outcome, res.Cause)
 	}
 	e.assertRuns(t, "1.1.0")
-	if b, _ := os.ReadFile(e.file); !strings.Contains(string(b), "example/web:1.1.0\n") {
-		t.Errorf("stack file after the rollout:\n%s", b)
-	}
+	e.assertFileSays(t, "1.1.0")
 
 	res = d.Deploy(e.ctx, deployer.Plan{Target: target(), To: ref("1.2.0")}, nil)
 	if res.Outcome != deployer.RolledBack || !errors.Is(res.Cause, swarmdeployer.ErrSwarmRollback) || res.FailedDigest != e.digests["1.2.0"] {
@@ -271,9 +274,7 @@ func TestExampleByHand(t *testing.T) {
 		t.Fatalf("rollback to 1.0.0: %s, %v", res.Outcome, res.Cause)
 	}
 	e.assertRuns(t, "1.0.0")
-	if b, _ := os.ReadFile(e.file); !strings.Contains(string(b), "example/web:1.0.0\n") {
-		t.Errorf("stack file after the rollback:\n%s", b)
-	}
+	e.assertFileSays(t, "1.0.0")
 
 	docker(t, "stack", "deploy", "--detach=true", "-c", e.file, e.ns)
 	if got := spec(t, e).TaskTemplate.ContainerSpec.Image; got != ref("1.0.0").Familiar() {
@@ -306,6 +307,11 @@ func TestExampleWithTheCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(dir, "shipwatch.yaml")
+	// This test's stack and its copy of stack.yml, and a state file of its own.
+	cfg = []byte(strings.Replace(string(cfg), "    demo: stack.yml", "    "+e.ns+": "+e.file, 1))
+	if !strings.Contains(string(cfg), e.file) {
+		t.Fatalf("shipwatch.yaml no longer maps the stack demo to stack.yml:\n%s", cfg)
+	}
 	cfg = append(cfg, fmt.Sprintf("state:\n  path: %s\n", filepath.Join(dir, "state.db"))...)
 	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
 		t.Fatal(err)
@@ -342,6 +348,7 @@ func TestExampleWithTheCLI(t *testing.T) {
 
 	run(0, "rollout", e.service(), "--to", "1.1.0")
 	e.assertRuns(t, "1.1.0")
+	e.assertFileSays(t, "1.1.0")
 
 	run(6, "rollout", e.service(), "--to", "1.2.0")
 	e.assertRuns(t, "1.1.0")
@@ -351,4 +358,25 @@ func TestExampleWithTheCLI(t *testing.T) {
 
 	run(0, "rollback", e.service())
 	e.assertRuns(t, "1.0.0")
+	e.assertFileSays(t, "1.0.0")
+
+	// The next stack deploy of the file as shipwatch left it changes nothing.
+	before := spec(t, e).TaskTemplate.ContainerSpec.Image
+	docker(t, "stack", "deploy", "--detach=true", "-c", e.file, e.ns)
+	if got := spec(t, e).TaskTemplate.ContainerSpec.Image; got != before {
+		t.Errorf("after docker stack deploy: image %s, want %s", got, before)
+	}
+	e.assertRuns(t, "1.0.0")
+}
+
+// assertFileSays checks the tag in the test's copy of stack.yml.
+func (e *example) assertFileSays(t *testing.T, tag string) {
+	t.Helper()
+	b, err := os.ReadFile(e.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "example/web:"+tag+"\n") {
+		t.Errorf("stack file, want tag %s:\n%s", tag, b)
+	}
 }
