@@ -35,7 +35,11 @@ func Parse(data []byte, file string, lookup func(string) (string, bool)) (*Confi
 		return nil, err
 	}
 	v := validator{file: file, lines: lines}
-	resolvePaths(&cfg, filepath.Dir(file))
+	dir, err := filepath.Abs(filepath.Dir(file))
+	if err != nil {
+		return nil, fmt.Errorf("config directory: %w", err)
+	}
+	resolvePaths(&cfg, dir)
 	v.resolveSecrets(&cfg)
 	v.config(&cfg)
 	if len(v.errs) > 0 {

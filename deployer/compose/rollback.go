@@ -2,7 +2,10 @@ package compose
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -16,7 +19,24 @@ import (
 // version, taken from the local rollback image when it is still there.
 func (r *rollout) rollback(ctx context.Context, to string) deployer.Result {
 	res := deployer.Result{Outcome: deployer.Failed, From: r.target.Digest}
-	s, err := r.prepare(ctx, false)
+	// A rollout interrupted after it rewrote a file (the agent was killed)
+	// left the file's previous content in a backup: put it back first. The
+	// containers may then differ from the files (that is the point), so the
+	// drift guard lets this rollback through.
+	var restored []string
+	err := r.rec.run(stepRestoreInterrupted, func() (string, error) {
+		var err error
+		restored, err = restoreBackups(r.target)
+		if len(restored) == 0 {
+			return "no interrupted rollout", err
+		}
+		return "restored " + strings.Join(restored, ", ") + " from the backup of an interrupted rollout", err
+	})
+	if err != nil {
+		res.Cause = err
+		return res
+	}
+	s, err := r.prepare(ctx, len(restored) > 0)
 	if err != nil {
 		res.Cause = err
 		return res
@@ -47,7 +67,33 @@ func (r *rollout) rollback(ctx context.Context, to string) deployer.Result {
 		return res
 	}
 	if ch == nil {
-		res.Cause = fmt.Errorf("%w: %s already runs %s", deployer.ErrNoPrevious, r.target.Name, want)
+		if to == "" {
+			res.Cause = fmt.Errorf("%w: %s already runs %s", deployer.ErrNoPrevious, r.target.Name, want)
+			return res
+		}
+		// Asked for the version that runs (a recovery): make sure the
+		// file's tag points at it too — an interrupted same-tag rollout may
+		// have moved the tag to the new image before converging.
+		err = r.rec.run(stepTag, func() (string, error) {
+			ctx, cancel := quick(ctx)
+			defer cancel()
+			if _, pinned := cutDigest(s.config.Image); pinned {
+				return "the file pins a digest", nil
+			}
+			id, err := r.d.imageID(ctx, s.config.Image)
+			if err != nil || id == s.imageID {
+				return s.config.Image + " already points at the running image", err
+			}
+			if err := r.d.tag(ctx, s.imageID, s.config.Image); err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("%s → %s (back to the running image)", s.config.Image, shortID(s.imageID)), nil
+		})
+		if err != nil {
+			res.Cause = err
+			return res
+		}
+		res.Outcome, res.Running = deployer.UpToDate, s.running
 		return res
 	}
 	ch.imageID = localID
@@ -163,4 +209,42 @@ func (d *Deployer) removeReplaced(ctx context.Context, id string, repo imageref.
 		return "", fmt.Errorf("cleanup: remove %s: %w", shortID(id), err)
 	}
 	return fmt.Sprintf("old image %s removed", shortID(id)), nil
+}
+
+// restoreBackups puts back every file that an interrupted rollout of target
+// rewrote (its *.shipwatch-backup twin holds the content from before) and
+// removes the backups. It returns the files it restored.
+func restoreBackups(t deployer.Target) ([]string, error) {
+	candidates := append(append([]string{}, t.Compose.ConfigFiles...), t.Compose.EnvFiles...)
+	if wd := t.Compose.WorkingDir; wd != "" {
+		candidates = append(candidates, filepath.Join(wd, ".env"))
+		if more, err := filepath.Glob(filepath.Join(wd, "*"+backupSuffix)); err == nil {
+			for _, m := range more {
+				candidates = append(candidates, strings.TrimSuffix(m, backupSuffix))
+			}
+		}
+	}
+	var restored []string
+	seen := map[string]bool{}
+	for _, f := range candidates {
+		if seen[f] {
+			continue
+		}
+		seen[f] = true
+		before, err := os.ReadFile(f + backupSuffix)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return restored, fmt.Errorf("read backup %s: %w", f+backupSuffix, err)
+		}
+		if err := writeAtomic(f, before); err != nil {
+			return restored, fmt.Errorf("restore %s from %s: %w", f, f+backupSuffix, err)
+		}
+		if err := os.Remove(f + backupSuffix); err != nil {
+			return restored, fmt.Errorf("remove %s: %w", f+backupSuffix, err)
+		}
+		restored = append(restored, f)
+	}
+	return restored, nil
 }
