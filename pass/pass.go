@@ -114,6 +114,8 @@ type TargetResult struct {
 	Took      time.Duration
 	// NeedsApproval: the candidate waits for an operator's approval.
 	NeedsApproval bool
+	// Warning is set when a warn-mode policy would have blocked the candidate.
+	Warning string
 }
 
 // Ignored is a discovered target the pass did not work on, and why.
@@ -395,8 +397,9 @@ func verifyAll(ctx context.Context, deps Deps, results []TargetResult) []TargetR
 		r.Verdict = &v
 		switch {
 		case v.Decision == verify.Allowed:
-		case v.Decision == verify.Blocked && v.Mode == "warn":
-			r.Reason += "; verification would block it (" + firstFailure(v) + ") but policy " + v.Policy + " is in warn mode"
+		case v.Decision == verify.Blocked && v.Mode == verify.ModeWarn:
+			r.Warning = "verification would block it (" + firstFailure(v) + ") but policy " + v.Policy + " is in warn mode"
+			r.Reason += "; " + r.Warning
 		case v.Decision == verify.Blocked:
 			r.Outcome, r.Reason = deployer.Blocked, "verification blocked "+shortDigest(r.Candidate.Digest)+": "+firstFailure(v)
 		default:
@@ -510,6 +513,9 @@ func deployOne(ctx context.Context, deps Deps, r *TargetResult, opts Options) {
 		if res.ManualAction {
 			r.Reason += " — manual action needed"
 		}
+	}
+	if r.Warning != "" {
+		r.Reason += "; " + r.Warning
 	}
 }
 
