@@ -216,7 +216,7 @@ func newFixture(t *testing.T, cfgYAML string) *fixture {
 		Config: cfg, Engine: f.eng, Watcher: f.w, Verifier: f.v, Policies: NewPolicies(),
 		Deployers: map[deployer.Kind]deployer.Deployer{deployer.KindCompose: f.d},
 		Logger:    zerolog.Nop(), Store: st, Notifier: f.n, Locks: &Locks{},
-		Now:       func() time.Time { return f.now },
+		Now: func() time.Time { return f.now },
 	}
 	return f
 }
