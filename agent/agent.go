@@ -39,8 +39,9 @@ type Agent struct {
 	store *state.Store
 	log   zerolog.Logger
 
-	hints chan hint
-	wg    sync.WaitGroup
+	hints    chan hint
+	approved chan string // targets approved through the API: run them now
+	wg       sync.WaitGroup
 
 	mu        sync.Mutex
 	status    map[string]pass.TargetView
@@ -70,6 +71,7 @@ func New(opts Options) (*Agent, error) {
 		store:     opts.Store,
 		log:       opts.Logger,
 		hints:     make(chan hint, 64),
+		approved:  make(chan string, 16),
 		status:    map[string]pass.TargetView{},
 		schedules: map[string]cron.EntryID{},
 		running:   map[string]*atomic.Bool{},
@@ -105,6 +107,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case h := <-a.hints:
 			a.startPass(ctx, "hint:"+h.repository, "webhook", a.hintFilter(h))
+		case id := <-a.approved:
+			a.startPass(ctx, "approval:"+id, "approval", func(t deployer.Target, _ config.Effective) bool { return t.ID == id })
 		}
 	}
 }

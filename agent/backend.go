@@ -8,8 +8,6 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/shipwatch/shipwatch/api"
-	"github.com/shipwatch/shipwatch/config"
-	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/pass"
 	"github.com/shipwatch/shipwatch/state"
 )
@@ -66,10 +64,13 @@ func (a *Agent) Approve(ctx context.Context, target, candidate, by string) (stat
 	if err != nil {
 		return ap, apiError(err)
 	}
-	{
-		a.startPass(ctx, "approval:"+target, "approval", func(t deployer.Target, _ config.Effective) bool { return t.ID == target })
+	// Deploy it now rather than on the next scheduled pass. The pass runs
+	// under the agent's context, not this request's.
+	select {
+	case a.approved <- target:
+	default: // a wake-up is already queued; the schedule catches up anyway
 	}
-	return ap, err
+	return ap, nil
 }
 
 // Quarantine is GET /v1/quarantine.

@@ -127,6 +127,7 @@ type Ignored struct {
 // Report is the result of one pass.
 type Report struct {
 	Mode    Mode
+	DryRun  bool
 	Started time.Time
 	Took    time.Duration
 	Targets []TargetResult
@@ -161,7 +162,7 @@ func Run(ctx context.Context, deps Deps, opts Options) (Report, error) {
 	if deps.Now != nil {
 		now = deps.Now
 	}
-	rep := Report{Mode: opts.Mode, Started: now()}
+	rep := Report{Mode: opts.Mode, DryRun: opts.DryRun, Started: now()}
 	defer func() { rep.Took = now().Sub(rep.Started) }()
 
 	found, err := discovery.Discover(ctx, deps.Engine)

@@ -73,7 +73,7 @@ func record(deps Deps, rep Report) {
 				deps.Metrics.LastSuccess(r.Target.ID, rep.Started.Add(rep.Took))
 			}
 		}
-		if deps.Store == nil || rep.Mode == Check {
+		if deps.Store == nil || rep.Mode == Check || rep.DryRun {
 			continue
 		}
 		if r.Candidate.Digest == "" && r.Deploy == nil && r.Outcome != deployer.Failed {
