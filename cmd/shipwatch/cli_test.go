@@ -178,3 +178,14 @@ func (l *lockedBuilder) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
+
+func TestUnreachableEngineIsAClearError(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+	code, out, errOut := runCLI(t, nil, "check")
+	if code != exitError || !strings.Contains(errOut, "cannot reach the Docker engine at unix:///nonexistent/docker.sock") || !strings.Contains(errOut, "is the daemon running") {
+		t.Errorf("check without an engine: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if n := strings.Count(strings.TrimSpace(errOut), "\n"); n > 0 {
+		t.Errorf("the error should be one line, got %d lines:\n%s", n+1, errOut)
+	}
+}
