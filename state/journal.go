@@ -120,6 +120,7 @@ func (s *Store) SetPending(a Approval) error {
 func (s *Store) Approve(target, candidate, by string) (Approval, error) {
 	var a Approval
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		target = resolveTarget(tx, bucketApprovals, target)
 		ok, err := get(tx, bucketApprovals, []byte(target), &a)
 		if err != nil {
 			return err

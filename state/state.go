@@ -208,7 +208,7 @@ func (s *Store) History(target string, limit int) ([]Entry, error) {
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("%w: history/%d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
 			}
-			if target != "" && e.Target != target {
+			if target != "" && !SameTarget(e.Target, target) {
 				continue
 			}
 			out = append(out, e)
@@ -234,6 +234,24 @@ func (s *Store) LastDeployed(target string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// SameTarget reports whether the target ID id ("compose/shop/web",
+// "swarm/api") is what sel names: the ID itself or its name without the kind
+// ("shop/web", "api"), as users type it.
+func SameTarget(id, sel string) bool {
+	return id == sel || id == "compose/"+sel || id == "swarm/"+sel
+}
+
+// resolveTarget returns the ID under which bucket holds sel, or sel.
+func resolveTarget(tx *bolt.Tx, bucket []byte, sel string) string {
+	b := tx.Bucket(bucket)
+	for _, id := range []string{sel, "compose/" + sel, "swarm/" + sel} {
+		if b.Get([]byte(id)) != nil {
+			return id
+		}
+	}
+	return sel
 }
 
 func u64(n uint64) []byte {
@@ -282,6 +300,11 @@ func (s *Store) ClearQuarantine(target, digest string) (int, error) {
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketQuarantine).Cursor()
+		for _, id := range []string{"compose/" + target, "swarm/" + target} {
+			if k, _ := c.Seek([]byte(id + "\x00")); k != nil && bytes.HasPrefix(k, []byte(id+"\x00")) {
+				target = id // the user typed the name without its kind
+			}
+		}
 		prefix := []byte(target + "\x00")
 		if target == "" {
 			prefix = nil

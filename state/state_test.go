@@ -155,3 +155,20 @@ func TestSeenKeepsFirstTime(t *testing.T) {
 		t.Errorf("second Seen = %v, want the first time %v", got, t0)
 	}
 }
+
+func TestTargetsByName(t *testing.T) {
+	s := open(t)
+	s.AddHistory(Entry{Target: "compose/shop/web", Outcome: "updated"}, 0)
+	s.AddHistory(Entry{Target: "swarm/api", Outcome: "updated"}, 0)
+	if h, _ := s.History("shop/web", 0); len(h) != 1 || h[0].Target != "compose/shop/web" {
+		t.Errorf("History(shop/web) = %+v", h)
+	}
+	s.SetPending(Approval{Target: "swarm/api", Candidate: "r:1@sha256:1"})
+	if a, err := s.Approve("api", "", "ops"); err != nil || a.Target != "swarm/api" {
+		t.Errorf("Approve(api) = %+v, %v", a, err)
+	}
+	s.Quarantine(Quarantined{Target: "compose/shop/web", Digest: "sha256:9"})
+	if n, _ := s.ClearQuarantine("shop/web", ""); n != 1 {
+		t.Errorf("ClearQuarantine(shop/web) cleared %d, want 1", n)
+	}
+}
