@@ -125,7 +125,9 @@ verify:
 	ctx, cancel := context.WithCancel(context.Background())
 	agentDone := make(chan int, 1)
 	var agentErr strings.Builder
-	go func() { agentDone <- run(ctx, []string{"--config", cfg, "--log-level", "warn", "agent"}, &strings.Builder{}, &lockedBuilder{b: &agentErr}, os.LookupEnv) }()
+	go func() {
+		agentDone <- run(ctx, []string{"--config", cfg, "--log-level", "warn", "agent"}, &strings.Builder{}, &lockedBuilder{b: &agentErr}, os.LookupEnv)
+	}()
 	defer func() {
 		cancel()
 		if code := <-agentDone; code != exitOK {
