@@ -431,8 +431,10 @@ func firstFailure(v verify.Verdict) string {
 }
 
 // deployAll rolls out the allowed candidates, wave by wave (a wave starts
-// only if every rollout of the waves before it succeeded), Compose
-// dependencies first, one rollout per target at a time.
+// only if every rollout of the waves before it succeeded). Within a wave,
+// the services of one Compose project go one after the other, dependencies
+// first; different projects and Swarm services go in parallel, at most
+// Config.Concurrency at once; a target never has two rollouts at a time.
 func deployAll(ctx context.Context, deps Deps, results []TargetResult, opts Options) []TargetResult {
 	var idx []int
 	for i, r := range results {
@@ -442,15 +444,27 @@ func deployAll(ctx context.Context, deps Deps, results []TargetResult, opts Opti
 	}
 	failedWave := -1
 	for _, wave := range waveOrder(results, idx) {
-		for _, i := range wave {
-			r := &results[i]
-			if failedWave >= 0 {
-				r.Outcome = deployer.Available
-				r.Reason = fmt.Sprintf("verified; held back because a rollout in wave %d failed", failedWave)
-				continue
+		if failedWave >= 0 {
+			for _, i := range wave {
+				results[i].Outcome = deployer.Available
+				results[i].Reason = fmt.Sprintf("verified; held back because a rollout in wave %d failed", failedWave)
 			}
-			deployOne(ctx, deps, r, opts)
+			continue
 		}
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, max(1, deps.Config.Concurrency))
+		for _, group := range groupByProject(results, wave) {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				for _, i := range group {
+					deployOne(ctx, deps, &results[i], opts)
+				}
+			}()
+		}
+		wg.Wait()
 		for _, i := range wave {
 			if o := results[i].Outcome; o == deployer.RolledBack || o == deployer.Failed {
 				failedWave = results[i].Policy.Wave
@@ -458,6 +472,29 @@ func deployAll(ctx context.Context, deps Deps, results []TargetResult, opts Opti
 		}
 	}
 	return results
+}
+
+// groupByProject splits an ordered wave into groups that may run in
+// parallel: one per Compose project (keeping the order), one per Swarm service.
+func groupByProject(results []TargetResult, wave []int) [][]int {
+	var keys []string
+	groups := map[string][]int{}
+	for _, i := range wave {
+		t := results[i].Target
+		key := t.ID
+		if t.Compose != nil {
+			key = "compose/" + t.Compose.Project
+		}
+		if _, ok := groups[key]; !ok {
+			keys = append(keys, key)
+		}
+		groups[key] = append(groups[key], i)
+	}
+	out := make([][]int, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, groups[k])
+	}
+	return out
 }
 
 func deployOne(ctx context.Context, deps Deps, r *TargetResult, opts Options) {
@@ -499,6 +536,7 @@ func deployOne(ctx context.Context, deps Deps, r *TargetResult, opts Options) {
 			deps.Progress(r.Target, s)
 		}
 	}
+	log.Debug().Str("to", r.Candidate.String()).Str("change", r.Change).Msg("rollout starting")
 	start := time.Now()
 	res := d.Deploy(dctx, deployer.Plan{Target: r.Target, To: r.Candidate, AllowDrift: opts.AllowDrift}, progress)
 	r.Deploy, r.Took = &res, time.Since(start)

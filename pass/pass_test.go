@@ -529,3 +529,48 @@ func TestApprovalMode(t *testing.T) {
 		t.Errorf("approval manual must win over a patch auto: %s", got)
 	}
 }
+
+// barrierDeployer proves that two rollouts overlap: each waits (bounded) for
+// the other to have started.
+type barrierDeployer struct {
+	fakeDeployer
+	entered chan string
+	both    chan struct{}
+	once    sync.Once
+}
+
+func (d *barrierDeployer) Deploy(ctx context.Context, p deployer.Plan, progress deployer.Progress) deployer.Result {
+	d.entered <- p.Target.Name
+	if len(d.entered) == cap(d.entered) {
+		d.once.Do(func() { close(d.both) })
+	}
+	select {
+	case <-d.both:
+	case <-time.After(5 * time.Second):
+		return deployer.Result{Outcome: deployer.Failed, Cause: context.DeadlineExceeded}
+	}
+	return d.fakeDeployer.Deploy(ctx, p, progress)
+}
+
+func TestProjectsRollOutInParallel(t *testing.T) {
+	f := newFixture(t, "")
+	f.service("a", "1", map[string]string{"com.docker.compose.project": "p1"})
+	f.service("b", "1", map[string]string{"com.docker.compose.project": "p2"})
+	f.offer("a", "1", dNew)
+	f.offer("b", "1", dNew)
+	f.v.decisions[dNew] = verify.Allowed
+	bd := &barrierDeployer{fakeDeployer: fakeDeployer{outcomes: map[string]deployer.Outcome{}}, entered: make(chan string, 2), both: make(chan struct{})}
+	f.deps.Deployers[deployer.KindCompose] = bd
+	rep, err := Run(context.Background(), f.deps, Options{Mode: Agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Targets) != 2 {
+		t.Fatalf("%d targets, want 2", len(rep.Targets))
+	}
+	for _, r := range rep.Targets {
+		if r.Outcome != deployer.Updated {
+			t.Errorf("%s: %s (%s): the rollouts of two projects did not overlap", r.Target.ID, r.Outcome, r.Reason)
+		}
+	}
+}
