@@ -63,7 +63,9 @@ Exit codes: 0 nothing to do, 2 at least one verified update is available,
 // printPlan writes the human plan: one line per target, then what was left alone.
 func printPlan(w io.Writer, rep pass.Report) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TARGET\tRUNNING\tCANDIDATE\tVERDICT\tOUTCOME\tWHY")
+	if len(rep.Targets) > 0 {
+		fmt.Fprintln(tw, "TARGET\tRUNNING\tCANDIDATE\tVERDICT\tOUTCOME\tWHY")
+	}
 	for _, t := range rep.Targets {
 		v := t.View()
 		running := v.Image
