@@ -113,7 +113,14 @@ func record(deps Deps, rep Report) {
 			}
 		}
 		if r.Outcome == deployer.Updated {
-			if err := deps.Store.SetHighWater(r.Target.ID, state.Mark{Tag: r.Candidate.Tag, Digest: r.Candidate.Digest}); err != nil {
+			mark := state.Mark{Tag: r.Candidate.Tag, Digest: r.Candidate.Digest}
+			if from := r.Target.Digest; from != "" && from != r.Candidate.Digest {
+				// What ran before is superseded even without a mark of its
+				// own (it ran before the agent's first update): a tag moved
+				// back to it is a silent downgrade.
+				mark.Superseded = []string{from}
+			}
+			if err := deps.Store.SetHighWater(r.Target.ID, mark); err != nil {
 				log.Error().Err(err).Msg("record high-water mark")
 			}
 			if err := deps.Store.ClearApproval(r.Target.ID); err != nil {
