@@ -372,14 +372,14 @@ func (r *rollout) restore(ctx context.Context, ch *change, done progress, cause 
 		if err := r.rec.run(stepRestoreTag, func() (string, error) {
 			var moved []string
 			if retag {
-				if err := d.tag(rctx, s.imageID, s.config.Image); err != nil {
+				if err := retryUnreachable(rctx, func() error { return d.tag(rctx, s.imageID, s.config.Image) }); err != nil {
 					return "", err
 				}
 				moved = append(moved, fmt.Sprintf("%s → %s", s.config.Image, shortID(s.imageID)))
 			}
 			if reprotect {
 				rbRef := rollbackRef(s.image, r.target)
-				if err := d.tag(rctx, done.replacedID, rbRef); err != nil {
+				if err := retryUnreachable(rctx, func() error { return d.tag(rctx, done.replacedID, rbRef) }); err != nil {
 					return "", err
 				}
 				moved = append(moved, fmt.Sprintf("%s → %s", rbRef, shortID(done.replacedID)))
@@ -397,14 +397,23 @@ func (r *rollout) restore(ctx context.Context, ch *change, done progress, cause 
 	}
 	var ids []string
 	if err := r.rec.run(stepRestoreConverge, func() (string, error) {
-		var err error
-		ids, err = d.converge(rctx, s.project, s.name, len(s.containers), ownLabels(s.containers[0].Labels), s.imageID)
+		err := retryUnreachable(rctx, func() error {
+			var err error
+			ids, err = d.converge(rctx, s.project, s.name, len(s.containers), ownLabels(s.containers[0].Labels), s.imageID)
+			return err
+		})
 		return fmt.Sprintf("%d container(s) back on %s", len(ids), shortID(s.imageID)), err
 	}); err != nil {
 		return fail(err)
 	}
 	if err := r.rec.run(stepRestoreHealth, func() (string, error) {
-		return d.gate().wait(rctx, ids)
+		var detail string
+		err := retryUnreachable(rctx, func() error {
+			var err error
+			detail, err = d.gate().wait(rctx, ids)
+			return err
+		})
+		return detail, err
 	}); err != nil {
 		return fail(err)
 	}
