@@ -56,6 +56,7 @@ type Registry struct {
 	conns     atomic.Int64
 	tokens    map[string]time.Time
 	intercept func(w http.ResponseWriter, r *http.Request) bool
+	mw        func(http.Handler) http.Handler
 }
 
 type registryOptions struct {
@@ -197,6 +198,22 @@ func (r *Registry) Intercept(f func(w http.ResponseWriter, req *http.Request) bo
 	r.mu.Unlock()
 }
 
+// Use installs mw around the registry proper (token endpoint, auth, tag
+// pages and the distribution API), after the request log and Intercept:
+// unlike Intercept, a middleware can let a request through and change its
+// answer on the way out (truncate it, reset the connection mid-body, act
+// after it was served). The ResponseWriter it gets supports
+// http.ResponseController (Flush, Hijack). Pass nil to remove it.
+func (r *Registry) Use(mw func(http.Handler) http.Handler) {
+	r.mu.Lock()
+	r.mw = mw
+	r.mu.Unlock()
+}
+
+// KindOf classifies a registry request path as Request.Kind does: ping,
+// token, manifest, blob, tags, referrers, catalog or other.
+func KindOf(path string) string { return kindOf(path) }
+
 // Requests returns a copy of the requests served since the last Reset.
 func (r *Registry) Requests() []Request {
 	r.mu.Lock()
@@ -307,11 +324,23 @@ func (r *Registry) handler(inner http.Handler) http.Handler {
 			r.mu.Unlock()
 		}()
 		r.mu.Lock()
-		intercept := r.intercept
+		intercept, mw := r.intercept, r.mw
 		r.mu.Unlock()
 		if intercept != nil && intercept(rec, req) {
 			return
 		}
+		if mw != nil {
+			mw(r.serve(inner)).ServeHTTP(rec, req)
+			return
+		}
+		r.serve(inner).ServeHTTP(rec, req)
+	})
+}
+
+// serve is the registry proper: token endpoint, auth, tag pages, the
+// distribution API.
+func (r *Registry) serve(inner http.Handler) http.Handler {
+	return http.HandlerFunc(func(rec http.ResponseWriter, req *http.Request) {
 		if req.URL.Path == "/token" {
 			r.serveToken(rec, req)
 			return
@@ -450,6 +479,10 @@ func (s *statusRecorder) Write(p []byte) (int, error) {
 	s.wrote = true
 	return s.ResponseWriter.Write(p)
 }
+
+// Unwrap lets http.ResponseController reach the connection (Hijack, for
+// fault injection).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // Flush lets streaming handlers flush through the recorder.
 func (s *statusRecorder) Flush() {
