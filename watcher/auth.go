@@ -286,6 +286,10 @@ func tokenLifetime(expiresIn int) time.Duration {
 	if expiresIn <= 0 {
 		expiresIn = 60
 	}
+	// A day at most: a larger expires_in would overflow the Duration into
+	// a negative lifetime, and the token would be fetched again for every
+	// request.
+	expiresIn = min(expiresIn, 24*60*60)
 	ttl := time.Duration(expiresIn) * time.Second
 	margin := min(ttl/10, 30*time.Second)
 	return ttl - margin
