@@ -118,6 +118,11 @@ func (s *Store) Check() error {
 				if !json.Valid(v) {
 					return fmt.Errorf("%w (%s): record %s/%q is not valid JSON", ErrCorrupt, s.path, name, k)
 				}
+				// Valid JSON of the wrong shape would pass the check and
+				// fail every reader later: decode it as its reader does.
+				if err := json.Unmarshal(v, recordOf(name)); err != nil {
+					return fmt.Errorf("%w (%s): record %s/%q: %v", ErrCorrupt, s.path, name, k, err)
+				}
 				return nil
 			})
 			if err != nil {
@@ -126,6 +131,25 @@ func (s *Store) Check() error {
 		}
 		return nil
 	})
+}
+
+// recordOf returns a pointer to the type the records of bucket decode into.
+func recordOf(bucket []byte) any {
+	switch string(bucket) {
+	case string(bucketHistory):
+		return &Entry{}
+	case string(bucketQuarantine):
+		return &Quarantined{}
+	case string(bucketHighWater):
+		return &Mark{}
+	case string(bucketJournal):
+		return &Journal{}
+	case string(bucketApprovals):
+		return &Approval{}
+	case string(bucketNotified):
+		return &time.Time{}
+	}
+	return new(any)
 }
 
 func put(tx *bolt.Tx, bucket, key []byte, v any) error {
