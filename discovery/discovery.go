@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 
@@ -23,6 +24,7 @@ type Engine interface {
 	Info(ctx context.Context, options client.InfoOptions) (client.SystemInfoResult, error)
 	ContainerList(ctx context.Context, options client.ContainerListOptions) (client.ContainerListResult, error)
 	ContainerInspect(ctx context.Context, id string, options client.ContainerInspectOptions) (client.ContainerInspectResult, error)
+	ImageList(ctx context.Context, options client.ImageListOptions) (client.ImageListResult, error)
 	ImageInspect(ctx context.Context, id string, opts ...client.ImageInspectOption) (client.ImageInspectResult, error)
 	ServiceList(ctx context.Context, options client.ServiceListOptions) (client.ServiceListResult, error)
 	TaskList(ctx context.Context, options client.TaskListOptions) (client.TaskListResult, error)
@@ -125,9 +127,23 @@ func discoverContainers(ctx context.Context, eng Engine) ([]deployer.Target, err
 			running[k]++
 		}
 	}
+	if len(groups) == 0 {
+		return out, nil
+	}
+	// One image listing instead of an inspect per service: on a host with
+	// a thousand services this is the difference between one request and
+	// a thousand per pass (docs/benchmarks/agent.md).
+	images, err := eng.ImageList(ctx, client.ImageListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	repoDigests := make(map[string][]string, len(images.Items))
+	for _, img := range images.Items {
+		repoDigests[img.ID] = img.RepoDigests
+	}
 	for k, ids := range groups {
 		c := list.Items[first[k]]
-		t, err := composeTarget(ctx, eng, k, c.ID, c.ImageID, c.Labels, ids, running[k])
+		t, err := composeTarget(ctx, eng, k, c, ids, running[k], repoDigests)
 		if err != nil {
 			return nil, err
 		}
@@ -136,8 +152,21 @@ func discoverContainers(ctx context.Context, eng Engine) ([]deployer.Target, err
 	return out, nil
 }
 
-func composeTarget(ctx context.Context, eng Engine, k composeKey, id, imageID string, labels map[string]string, ids []string, running int) (deployer.Target, error) {
+// configuredImage returns the image reference a listed container was
+// created from, or "" when the list cannot tell. The engine lists
+// Config.Image while that reference still names the container's image, and
+// the image ID once the tag has moved on (a newer image pulled under the
+// same tag): only then does it take an inspect to learn the reference.
+func configuredImage(c container.Summary) string {
+	if c.Image == "" || c.Image == c.ImageID || strings.HasPrefix(c.Image, "sha256:") {
+		return ""
+	}
+	return c.Image
+}
+
+func composeTarget(ctx context.Context, eng Engine, k composeKey, c container.Summary, ids []string, running int, repoDigests map[string][]string) (deployer.Target, error) {
 	sort.Strings(ids)
+	labels := c.Labels
 	t := deployer.Target{
 		ID:       "compose/" + k.project + "/" + k.service,
 		Kind:     deployer.KindCompose,
@@ -151,21 +180,23 @@ func composeTarget(ctx context.Context, eng Engine, k composeKey, id, imageID st
 			ConfigFiles: splitList(labels[labelConfig]),
 			EnvFiles:    splitList(labels[labelEnvFiles]),
 			ConfigHash:  labels[labelConfigHash],
-			ImageID:     imageID,
+			ImageID:     c.ImageID,
 			Containers:  ids,
 		},
 	}
-	insp, err := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
-	if err != nil {
-		if isNotFound(err) { // removed between list and inspect
-			t.Unmanaged = "its container disappeared during discovery; it will be looked at again on the next pass"
-			return t, nil
+	configured := configuredImage(c)
+	if configured == "" {
+		insp, err := eng.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+		if err != nil {
+			if isNotFound(err) { // removed between list and inspect
+				t.Unmanaged = "its container disappeared during discovery; it will be looked at again on the next pass"
+				return t, nil
+			}
+			return t, fmt.Errorf("inspect container %s of %s: %w", shortID(c.ID), t.Name, err)
 		}
-		return t, fmt.Errorf("inspect container %s of %s: %w", shortID(id), t.Name, err)
-	}
-	configured := ""
-	if insp.Container.Config != nil {
-		configured = insp.Container.Config.Image
+		if insp.Container.Config != nil {
+			configured = insp.Container.Config.Image
+		}
 	}
 	ref, err := imageref.Parse(configured)
 	if err != nil {
@@ -177,15 +208,19 @@ func composeTarget(ctx context.Context, eng Engine, k composeKey, id, imageID st
 		t.Digest = ref.Digest
 		return t, nil
 	}
-	img, err := eng.ImageInspect(ctx, imageID)
-	if err != nil {
-		if isNotFound(err) {
-			t.Unmanaged = "its image is no longer present on this engine"
-			return t, nil
+	rds, listed := repoDigests[c.ImageID]
+	if !listed { // not among the top-level images (or pulled since the listing)
+		img, err := eng.ImageInspect(ctx, c.ImageID)
+		if err != nil {
+			if isNotFound(err) {
+				t.Unmanaged = "its image is no longer present on this engine"
+				return t, nil
+			}
+			return t, fmt.Errorf("inspect image of %s: %w", t.Name, err)
 		}
-		return t, fmt.Errorf("inspect image of %s: %w", t.Name, err)
+		rds = img.RepoDigests
 	}
-	t.Digest = repoDigest(img.RepoDigests, ref)
+	t.Digest = repoDigest(rds, ref)
 	return t, nil
 }
 

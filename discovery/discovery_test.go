@@ -25,10 +25,14 @@ const (
 type fakeEngine struct {
 	info       system.Info
 	containers []container.Summary
-	configured map[string]string // container ID → Config.Image
-	images     map[string][]string
+	configured map[string]string   // container ID → Config.Image
+	images     map[string][]string // image ID → RepoDigests, for ImageInspect
+	listed     map[string][]string // image ID → RepoDigests, for ImageList
 	services   []swarm.Service
 	listErr    error
+	imagesErr  error
+
+	containerInspects, imageInspects, imageLists int
 }
 
 func (f *fakeEngine) Info(context.Context, client.InfoOptions) (client.SystemInfoResult, error) {
@@ -40,6 +44,7 @@ func (f *fakeEngine) ContainerList(context.Context, client.ContainerListOptions)
 }
 
 func (f *fakeEngine) ContainerInspect(_ context.Context, id string, _ client.ContainerInspectOptions) (client.ContainerInspectResult, error) {
+	f.containerInspects++
 	img, ok := f.configured[id]
 	if !ok {
 		return client.ContainerInspectResult{}, cerrdefs.ErrNotFound
@@ -49,7 +54,17 @@ func (f *fakeEngine) ContainerInspect(_ context.Context, id string, _ client.Con
 	return r, nil
 }
 
+func (f *fakeEngine) ImageList(context.Context, client.ImageListOptions) (client.ImageListResult, error) {
+	f.imageLists++
+	var r client.ImageListResult
+	for id, rd := range f.listed {
+		r.Items = append(r.Items, image.Summary{ID: id, RepoDigests: rd})
+	}
+	return r, f.imagesErr
+}
+
 func (f *fakeEngine) ImageInspect(_ context.Context, id string, _ ...client.ImageInspectOption) (client.ImageInspectResult, error) {
+	f.imageInspects++
 	rd, ok := f.images[id]
 	if !ok {
 		return client.ImageInspectResult{}, cerrdefs.ErrNotFound
@@ -145,6 +160,62 @@ func TestDiscoverCompose(t *testing.T) {
 	}
 }
 
+// TestDiscoverComposeFromListings: a container's reference comes from the
+// container list and its digest from the image list; an inspect is made
+// only when the listings cannot tell (the tag moved on to another image,
+// an image that is not listed).
+func TestDiscoverComposeFromListings(t *testing.T) {
+	const img1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	tests := []struct {
+		name              string
+		listImage         string              // Summary.Image
+		configured        string              // Config.Image, for ContainerInspect
+		listed, inspected map[string][]string // RepoDigests by image ID
+		wantImage         string
+		wantDigest        string
+		wantInspects      int // container inspects
+		wantImageInspects int
+	}{
+		{name: "both listings tell", listImage: "nginx:1.27", listed: map[string][]string{img1: {"nginx@" + digA}},
+			wantImage: "docker.io/library/nginx:1.27", wantDigest: digA},
+		{name: "pinned by digest", listImage: "nginx:1.27@" + digB,
+			wantImage: "docker.io/library/nginx:1.27", wantDigest: digB},
+		{name: "tag moved on: the list shows the image ID", listImage: img1, configured: "nginx:1.27", listed: map[string][]string{img1: {"nginx@" + digA}},
+			wantImage: "docker.io/library/nginx:1.27", wantDigest: digA, wantInspects: 1},
+		{name: "no image in the list", listImage: "nginx:1.27", inspected: map[string][]string{img1: {"nginx@" + digB}},
+			wantImage: "docker.io/library/nginx:1.27", wantDigest: digB, wantImageInspects: 1},
+		{name: "listed without a digest of this repository", listImage: "nginx:1.27", listed: map[string][]string{img1: {"redis@" + digA}},
+			wantImage: "docker.io/library/nginx:1.27", wantDigest: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeEngine{
+				containers: []container.Summary{{ID: "c1", Image: tt.listImage, ImageID: img1, Labels: composeLabels("shop", "web"), State: "running"}},
+				configured: map[string]string{"c1": tt.configured},
+				listed:     tt.listed,
+				images:     tt.inspected,
+			}
+			res, err := Discover(context.Background(), f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Targets) != 1 {
+				t.Fatalf("got %d targets, want 1", len(res.Targets))
+			}
+			tg := res.Targets[0]
+			if tg.Unmanaged != "" || tg.Image.String() != tt.wantImage || tg.Digest != tt.wantDigest {
+				t.Errorf("got %s @ %q (unmanaged %q), want %s @ %q", tg.Image, tg.Digest, tg.Unmanaged, tt.wantImage, tt.wantDigest)
+			}
+			if f.containerInspects != tt.wantInspects || f.imageInspects != tt.wantImageInspects {
+				t.Errorf("got %d container and %d image inspects, want %d and %d", f.containerInspects, f.imageInspects, tt.wantInspects, tt.wantImageInspects)
+			}
+			if f.imageLists > 1 {
+				t.Errorf("got %d image listings, want at most 1 per discovery", f.imageLists)
+			}
+		})
+	}
+}
+
 func TestDiscoverWorkerNode(t *testing.T) {
 	f := &fakeEngine{info: system.Info{Swarm: swarm.Info{LocalNodeState: swarm.LocalNodeStateActive, ControlAvailable: false}},
 		services: []swarm.Service{{ID: "x", Spec: swarm.ServiceSpec{Annotations: swarm.Annotations{Name: "x"}}}}}
@@ -162,5 +233,10 @@ func TestDiscoverReturnsEngineErrors(t *testing.T) {
 	_, err := Discover(context.Background(), &fakeEngine{listErr: boom})
 	if !errors.Is(err, boom) {
 		t.Errorf("error = %v, want it to wrap the engine error", err)
+	}
+	_, err = Discover(context.Background(), &fakeEngine{imagesErr: boom,
+		containers: []container.Summary{{ID: "c1", Image: "nginx:1.27", ImageID: "img1", Labels: composeLabels("shop", "web"), State: "running"}}})
+	if !errors.Is(err, boom) {
+		t.Errorf("image list error = %v, want it to wrap the engine error", err)
 	}
 }
