@@ -49,7 +49,7 @@ func (f *fakeEngine) ContainerList(context.Context, client.ContainerListOptions)
 		for k, v := range s.labels {
 			labels[k] = v
 		}
-		out = append(out, container.Summary{ID: "c-" + name, ImageID: "img-" + name, Labels: labels, State: "running"})
+		out = append(out, container.Summary{ID: "c-" + name, Image: s.image, ImageID: "img-" + name, Labels: labels, State: "running"})
 	}
 	return client.ContainerListResult{Items: out}, nil
 }
@@ -68,6 +68,15 @@ func (f *fakeEngine) ImageInspect(_ context.Context, id string, _ ...client.Imag
 	s := f.services[strings.TrimPrefix(id, "img-")]
 	ref := imageref.MustParse(s.image)
 	return client.ImageInspectResult{InspectResponse: image.InspectResponse{RepoDigests: []string{ref.Repo() + "@" + s.digest}}}, nil
+}
+
+func (f *fakeEngine) ImageList(context.Context, client.ImageListOptions) (client.ImageListResult, error) {
+	var out []image.Summary
+	for name, s := range f.services {
+		ref := imageref.MustParse(s.image)
+		out = append(out, image.Summary{ID: "img-" + name, RepoDigests: []string{ref.Repo() + "@" + s.digest}})
+	}
+	return client.ImageListResult{Items: out}, nil
 }
 
 func (f *fakeEngine) ServiceList(context.Context, client.ServiceListOptions) (client.ServiceListResult, error) {
