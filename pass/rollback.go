@@ -135,6 +135,7 @@ func Recover(ctx context.Context, deps Deps, journals []state.Journal) []TargetR
 			}
 			continue
 		}
+		t = waitSwarmSettled(ctx, deps, t)
 		to := j.From
 		if j.Op == "rollback" {
 			to = j.To
@@ -145,6 +146,32 @@ func Recover(ctx context.Context, deps Deps, journals []state.Journal) []TargetR
 		out = append(out, r)
 	}
 	return out
+}
+
+// swarmSettleWait bounds how long recovery waits for a Swarm update that
+// the previous agent started to end.
+const swarmSettleWait = 5 * time.Minute
+
+// waitSwarmSettled returns t once it is not in the middle of a Swarm update.
+// An agent killed right after its ServiceUpdate leaves Swarm carrying the
+// update on alone; the deployer refuses to fight an update in progress, so
+// restoring at once would fail and the update would then complete
+// unrecorded. Bounded by swarmSettleWait and ctx.
+func waitSwarmSettled(ctx context.Context, deps Deps, t deployer.Target) deployer.Target {
+	deadline := time.Now().Add(swarmSettleWait)
+	for t.Swarm != nil && (t.Swarm.UpdateState == "updating" || t.Swarm.UpdateState == "rollback_started") && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return t
+		case <-time.After(time.Second):
+		}
+		next, err := findTarget(ctx, deps, t.ID)
+		if err != nil {
+			return t
+		}
+		t = next
+	}
+	return t
 }
 
 func opName(op string) string {
