@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -173,6 +174,11 @@ func (a *Agent) startPass(ctx context.Context, key, why string, filter func(depl
 	go func() {
 		defer a.wg.Done()
 		defer flag.Store(false)
+		// The agent idles between passes: hand the pass's garbage back to
+		// the system now instead of keeping the heap at its peak until the
+		// next pass (a forced GC of a heap of a few MB: milliseconds; see
+		// docs/benchmarks/agent.md).
+		defer debug.FreeOSMemory()
 		for ctx.Err() == nil {
 			a.runPass(ctx, why, filter)
 			a.mu.Lock()
