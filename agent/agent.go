@@ -199,9 +199,7 @@ func (a *Agent) runPass(ctx context.Context, why string, filter func(deployer.Ta
 		a.log.Error().Err(err).Str("trigger", why).Msg("pass failed")
 		return
 	}
-	if why != "webhook" {
-		a.syncSchedules(ctx)
-	}
+	a.addTargetSchedules(ctx, rep.Schedules)
 	a.log.Info().Str("trigger", why).Int("targets", len(rep.Targets)).
 		Int("updated", rep.Count(deployer.Updated)).Int("available", rep.Count(deployer.Available)).
 		Int("blocked", rep.Count(deployer.Blocked)).Int("rolled_back", rep.Count(deployer.RolledBack)).
@@ -209,7 +207,7 @@ func (a *Agent) runPass(ctx context.Context, why string, filter func(deployer.Ta
 }
 
 // syncSchedules registers the schedules that targets set for themselves
-// (config or shipwatch.schedule labels) as they appear.
+// (config or shipwatch.schedule labels) before the first pass.
 func (a *Agent) syncSchedules(ctx context.Context) {
 	if a.cron == nil {
 		return
@@ -219,13 +217,29 @@ func (a *Agent) syncSchedules(ctx context.Context) {
 		a.log.Warn().Err(err).Msg("per-target schedules not refreshed")
 		return
 	}
+	schedules := map[string]string{}
 	for _, t := range targets {
-		spec := t.Policy.Schedule
-		if spec == "" || spec == a.cfg.Schedule {
+		if _, seen := schedules[t.Policy.Schedule]; t.Policy.Schedule != "" && !seen {
+			schedules[t.Policy.Schedule] = t.Target.ID
+		}
+	}
+	a.addTargetSchedules(ctx, schedules)
+}
+
+// addTargetSchedules registers the per-target schedules a pass found
+// (spec → a target using it) as they appear, from the pass's own discovery:
+// asking the engine again after every pass cost as much as the discovery
+// itself (docs/benchmarks/agent.md).
+func (a *Agent) addTargetSchedules(ctx context.Context, schedules map[string]string) {
+	if a.cron == nil {
+		return
+	}
+	for spec, target := range schedules {
+		if spec == a.cfg.Schedule {
 			continue
 		}
 		if _, err := a.addSchedule(ctx, a.cron, spec, false); err != nil {
-			a.log.Warn().Err(err).Str("target", t.Target.ID).Msg("target schedule not usable")
+			a.log.Warn().Err(err).Str("target", target).Msg("target schedule not usable")
 		}
 	}
 }

@@ -131,6 +131,11 @@ type Report struct {
 	Targets []TargetResult
 	Ignored []Ignored
 	Notes   []string
+	// Schedules are the cron specs that enabled targets on the engine set
+	// for themselves (config or shipwatch.schedule label), each with one
+	// target that uses it, whether or not this pass worked on them: the
+	// agent registers them from here instead of discovering again.
+	Schedules map[string]string
 }
 
 // Count returns how many targets ended in outcome o.
@@ -169,8 +174,8 @@ func Run(ctx context.Context, deps Deps, opts Options) (Report, error) {
 	}
 	rep.Notes = found.Notes
 
-	work, ignored, err := selectTargets(deps, found.Targets, opts)
-	rep.Ignored = ignored
+	work, ignored, schedules, err := selectTargets(deps, found.Targets, opts)
+	rep.Ignored, rep.Schedules = ignored, schedules
 	if err != nil {
 		return rep, err
 	}
@@ -205,10 +210,13 @@ type work struct {
 	policy config.Effective
 }
 
-// selectTargets keeps the enabled, manageable targets that the options select.
-func selectTargets(deps Deps, targets []deployer.Target, opts Options) ([]work, []Ignored, error) {
+// selectTargets keeps the enabled, manageable targets that the options
+// select. It also returns the schedules of the enabled targets, before
+// opts.Filter (see Report.Schedules).
+func selectTargets(deps Deps, targets []deployer.Target, opts Options) ([]work, []Ignored, map[string]string, error) {
 	var out []work
 	var ignored []Ignored
+	schedules := map[string]string{}
 	for _, t := range targets {
 		if len(opts.Targets) > 0 && !selected(t, opts.Targets) {
 			continue
@@ -232,18 +240,21 @@ func selectTargets(deps Deps, targets []deployer.Target, opts Options) ([]work, 
 			ignored = append(ignored, Ignored{ID: t.ID, Reason: "not enabled (label shipwatch.enable=true or a targets entry opts it in)"})
 			continue
 		}
+		if _, seen := schedules[eff.Schedule]; eff.Schedule != "" && !seen {
+			schedules[eff.Schedule] = t.ID
+		}
 		if opts.Filter != nil && !opts.Filter(t, eff) {
 			continue
 		}
 		out = append(out, work{target: t, policy: eff})
 	}
 	if len(opts.Targets) > 0 && len(out) == 0 {
-		return nil, ignored, fmt.Errorf("%w %s; `shipwatch check` lists the targets on this engine", ErrNoTarget, strings.Join(opts.Targets, ", "))
+		return nil, ignored, schedules, fmt.Errorf("%w %s; `shipwatch check` lists the targets on this engine", ErrNoTarget, strings.Join(opts.Targets, ", "))
 	}
 	if opts.To != "" && len(out) != 1 {
-		return nil, ignored, fmt.Errorf("%w: --to needs exactly one target, %d selected", ErrSelection, len(out))
+		return nil, ignored, schedules, fmt.Errorf("%w: --to needs exactly one target, %d selected", ErrSelection, len(out))
 	}
-	return out, ignored, nil
+	return out, ignored, schedules, nil
 }
 
 func isSelf(t deployer.Target, self string) bool {
@@ -306,7 +317,7 @@ func EnabledTargets(ctx context.Context, deps Deps) ([]Enabled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discover targets: %w", err)
 	}
-	ws, _, err := selectTargets(deps, found.Targets, Options{})
+	ws, _, _, err := selectTargets(deps, found.Targets, Options{})
 	if err != nil {
 		return nil, err
 	}
