@@ -2,6 +2,8 @@ package compose_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/moby/moby/client"
@@ -69,5 +71,49 @@ func TestRestoreWaitsForARestartingEngine(t *testing.T) {
 	}
 	if eng.down != 0 {
 		t.Errorf("%d refused connections left: the restore did not go through the restart", eng.down)
+	}
+}
+
+// backupWatch records, at each tag the deployer asks for, whether the
+// compose file's backup is on disk.
+type backupWatch struct {
+	compose.Engine
+	backup string
+	seen   []bool
+}
+
+func (b *backupWatch) ImageTag(ctx context.Context, o client.ImageTagOptions) (client.ImageTagResult, error) {
+	_, err := os.Stat(b.backup)
+	b.seen = append(b.seen, err == nil)
+	return b.Engine.ImageTag(ctx, o)
+}
+
+// The backup of a rewritten compose file survives until the restore has
+// ended. An agent killed after the restore put the file back, but before
+// the previous version ran again, used to leave no backup: on restart the
+// recovery met containers running the new version and a file naming the
+// old one, took it for drift and refused, leaving the failed version
+// running. Found by the fault suite (internal/faults, class kill-compose,
+// SIGKILL after "rollback: restore image tag").
+func TestRestoreKeepsTheBackupUntilTheOldVersionRuns(t *testing.T) {
+	t.Parallel()
+	var watch *backupWatch
+	e := newEnvWrapped(t, compose.Options{}, func(inner compose.Engine) compose.Engine {
+		watch = &backupWatch{Engine: inner}
+		return watch
+	})
+	v1 := e.push("1.0.0", testenv.App{Version: "1.0.0", Health: fastHealth})
+	bad := e.push("1.1.0", testenv.App{Version: "1.1.0", Mode: "unhealthy", Health: fastHealth})
+	file := simpleCompose(e.ref("1.0.0"), "")
+	p := e.project(map[string]string{"compose.yaml": file})
+	watch.backup = filepath.Join(p.Dir, "compose.yaml.shipwatch-backup")
+
+	res := e.deploy(deployer.Plan{Target: e.target(p, "web"), To: bad})
+
+	e.rolledBack(p, res, v1.Digest, "1.0.0", map[string]string{"compose.yaml": file})
+	// Tags: protect, new image, then the restore's tag back (after the file
+	// was put back, before the converge).
+	if len(watch.seen) < 3 || !watch.seen[len(watch.seen)-1] {
+		t.Errorf("backup on disk at each tag: %v, want it there while the restore runs", watch.seen)
 	}
 }

@@ -206,10 +206,21 @@ func (e fileEdit) apply() error {
 
 // restore puts the content from before the edit back and removes the backup.
 func (e fileEdit) restore() error {
+	if err := e.putBack(); err != nil {
+		return err
+	}
+	return e.dropBackup()
+}
+
+// putBack puts the content from before the edit back and keeps the backup:
+// a rollout's restore drops it only when the previous version runs again,
+// so that an agent killed in between finds it on restart (the containers
+// may still run the new version although the file names the old one).
+func (e fileEdit) putBack() error {
 	if err := writeAtomic(e.file, e.before); err != nil {
 		return fmt.Errorf("restore %s (a copy is in %s): %w", e.file, e.file+backupSuffix, err)
 	}
-	return e.dropBackup()
+	return nil
 }
 
 func (e fileEdit) dropBackup() error {

@@ -350,17 +350,26 @@ func (r *rollout) restore(ctx context.Context, ch *change, done progress, cause 
 		res.FailedDigest = ch.want.Digest
 	}
 	res.Cause = cause
+	// The backup of a rewritten file is dropped when the restore ends, not
+	// when the file is put back: an agent killed in between must find it
+	// (the containers may still run the new version).
+	dropBackup := func() error {
+		if done.fileWritten {
+			return ch.edit.dropBackup()
+		}
+		return nil
+	}
 	fail := func(err error) deployer.Result {
 		res.Outcome = deployer.Failed
 		res.ManualAction = true
 		res.Running = ""
 		res.Cause = errors.Join(cause, fmt.Errorf("restoring the previous version failed, manual action needed (previous image %s is tagged %s): %w",
-			shortID(s.imageID), rollbackRef(s.image, r.target), err))
+			shortID(s.imageID), rollbackRef(s.image, r.target), err), dropBackup())
 		return res
 	}
 	if done.fileWritten {
 		if err := r.rec.run(stepRestoreFiles, func() (string, error) {
-			return "restored " + ch.edit.file, ch.edit.restore()
+			return "restored " + ch.edit.file + " (its backup is kept until the restore ends)", ch.edit.putBack()
 		}); err != nil {
 			return fail(err)
 		}
@@ -391,6 +400,9 @@ func (r *rollout) restore(ctx context.Context, ch *change, done progress, cause 
 	}
 	if !done.converging {
 		// Nothing that runs was touched.
+		if err := dropBackup(); err != nil {
+			return fail(err)
+		}
 		res.Outcome = deployer.Failed
 		res.Running = s.running
 		return res
@@ -415,6 +427,9 @@ func (r *rollout) restore(ctx context.Context, ch *change, done progress, cause 
 		})
 		return detail, err
 	}); err != nil {
+		return fail(err)
+	}
+	if err := dropBackup(); err != nil {
 		return fail(err)
 	}
 	res.Outcome = deployer.RolledBack
