@@ -197,20 +197,23 @@ func engineCut() Class {
 		},
 		Injects: "every engine API connection of the agent cut (dockerd restart) at one call of the rollout — pull, tag, container create/start/stop, health inspect, service update, task list, events — before or 50–500 ms after it reaches the engine, and new connections refused for 0–5 s",
 		Drive: func(e *Env) []string {
-			type trigger struct{ name, method, path string }
+			// armAfter: the Compose step whose end arms the trigger ("" arms
+			// it when the rollout starts).
+			type trigger struct{ name, method, path, armAfter string }
 			triggers := []trigger{
-				{"pull", "POST", "/images/create"},
-				{"tag", "POST", "/tag"},
-				{"container create", "POST", "/containers/create"},
-				{"container start", "POST", "/start"},
-				{"container stop", "POST", "/stop"},
+				{"pull", "POST", "/images/create", ""},
+				{"tag", "POST", "/tag", ""},
+				{"container create", "POST", "/containers/create", ""},
+				{"container start", "POST", "/start", ""},
+				{"container stop", "POST", "/stop", ""},
+				{"health inspect", "GET", "/json", "converge"},
 			}
 			if e.Platform == Swarm {
 				triggers = []trigger{
-					{"registry pre-flight", "GET", "/distribution/"},
-					{"service update", "POST", "/update"},
-					{"task list while following", "GET", "/tasks"},
-					{"events while following", "GET", "/events"},
+					{"registry pre-flight", "GET", "/distribution/", ""},
+					{"service update", "POST", "/update", ""},
+					{"task list while following", "GET", "/tasks", ""},
+					{"events while following", "GET", "/events", ""},
 				}
 			}
 			tr := pick(e.Rng, triggers...)
@@ -251,11 +254,15 @@ func engineCut() Class {
 			a := e.StartAgent()
 			// Arm the trigger once the rollout begins (discovery and the
 			// watcher make the same calls otherwise).
-			if m, _ := a.WaitFrom(0, settle, func(m map[string]any) bool {
+			arm := func(m map[string]any) bool {
 				return Str(m, "message") == "rollout starting" && Str(m, "target") == e.Target ||
 					Str(m, "message") == "compose rollout step" && Str(m, "target") == e.Target
-			}); m == nil {
-				return []string{"the rollout never started"}
+			}
+			if tr.armAfter != "" {
+				arm = StepEnded(e.Target, tr.armAfter)
+			}
+			if m, _ := a.WaitFrom(0, settle, arm); m == nil {
+				return []string{"the rollout never reached the point that arms the cut"}
 			}
 			close(armed)
 			select {

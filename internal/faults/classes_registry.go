@@ -120,9 +120,14 @@ func RegistryClasses() []Class {
 				r.Fault = Fault{Status: pick(rng, 401, 404)}
 				return []*Rule{r}
 			}, nil),
-		registryClass("registry-timeout", "1–2 requests of one kind held without an answer for 3–35 s, then the connection reset (the client's own timeout may come first)",
+		registryClass("registry-timeout", "1–2 requests of one kind held without an answer for 3–35 s, then the connection reset (the client's own timeout may come first); or a slow registry: 3–10 requests of one kind answered after 1–5 s",
 			func(e *Env, rng *mrand.Rand) []*Rule {
 				r := metadataRule(e, rng, true)
+				if rng.IntN(3) == 0 {
+					r.Times = 3 + rng.IntN(8)
+					r.Fault = Fault{Latency: time.Duration(1000+rng.IntN(4000)) * time.Millisecond}
+					return []*Rule{r}
+				}
 				r.Times = 1 + rng.IntN(2)
 				r.Fault = Fault{Hang: true, HangMax: time.Duration(3+rng.IntN(33)) * time.Second}
 				return []*Rule{r}

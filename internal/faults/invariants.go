@@ -101,8 +101,9 @@ func I1Healthy(o Observation) []Violation {
 // I2Containers: exactly the expected containers exist. Compose: the
 // project has exactly Desired containers in any state (none lost, none
 // duplicated, no renamed leftover of an interrupted recreate). Swarm:
-// exactly Desired containers run, and none is stuck created, restarting or
-// paused (exited containers of old tasks are Swarm's task history).
+// exactly Desired containers run, and none of a task that should run is
+// stuck created, restarting or paused (containers of shut-down tasks are
+// Swarm's task history).
 func I2Containers(o Observation) []Violation {
 	var out []Violation
 	if !o.Swarm {
@@ -117,12 +118,16 @@ func I2Containers(o Observation) []Violation {
 	}
 	running := 0
 	for _, c := range o.Containers {
-		switch c.State {
-		case "running":
+		switch {
+		case c.State == "running":
 			running++
-		case "exited", "dead":
+		case c.State == "exited" || c.State == "dead":
+		case c.Task != "running":
+			// A task shut down between its container's create and start
+			// leaves the container "created": Swarm's task history, like
+			// an exited one, pruned with the task.
 		default:
-			out = append(out, Violation{"I2", fmt.Sprintf("container %s of the service is %s", short(c.ID), c.State)})
+			out = append(out, Violation{"I2", fmt.Sprintf("container %s of a task that should run is %s", short(c.ID), c.State)})
 		}
 	}
 	if running != o.Desired {

@@ -3,6 +3,8 @@ package faults
 import (
 	"encoding/base64"
 	"errors"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/shipwatch/shipwatch/state"
@@ -124,5 +126,18 @@ func TestSecretFormsFindEncodedSecrets(t *testing.T) {
 	o := Observation{Texts: map[string][]byte{"x": []byte("nothing secret here")}, Canaries: map[string]string{CanaryRegistry: secret}}
 	if v := I7Secrets(o); len(v) != 0 {
 		t.Errorf("clean text: got %v, want none", v)
+	}
+}
+
+// docs/faults.md describes every class the suite runs.
+func TestDocsListEveryClass(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/faults.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range AllClasses() {
+		if !strings.Contains(string(doc), "| `"+c.Name+"` |") {
+			t.Errorf("docs/faults.md has no row for class %s", c.Name)
+		}
 	}
 }

@@ -74,8 +74,15 @@ func RunOne(t *testing.T, c Class, seed int64, bin string) Result {
 	}
 	res := Result{Class: c.Name, Platform: p, Seed: seed}
 	e := NewEnv(t, seed, p, bin, opts)
-	t.Logf("run %s seed %d on %s: policy %s, scan %v, referrers %v, replicas %d, target %s",
-		c.Name, seed, p, e.Opts.Policy, e.Opts.Scan, e.Opts.Referrers, e.Opts.Replicas, e.Target)
+	swarmCfg := ""
+	if p == Swarm {
+		swarmCfg = ", shipwatch's default update settings"
+		if u := e.Opts.SwarmUpdate; u != nil {
+			swarmCfg = fmt.Sprintf(", own update settings (monitor %s, delay %s, %s)", u.Monitor, u.Delay, u.Order)
+		}
+	}
+	t.Logf("run %s seed %d on %s: policy %s, scan %v, referrers %v, replicas %d%s, target %s",
+		c.Name, seed, p, e.Opts.Policy, e.Opts.Scan, e.Opts.Referrers, e.Opts.Replicas, swarmCfg, e.Target)
 	e.StartProber()
 	res.Misses = append(res.Misses, c.Drive(e)...)
 
@@ -125,7 +132,7 @@ func RunOne(t *testing.T, c Class, seed int64, bin string) Result {
 	}
 	res.Notes = e.Notes()
 	res.Took = time.Since(start)
-	if res.Failed() {
+	if res.Failed() || verbose {
 		for _, v := range res.Violations {
 			t.Errorf("seed %d: %s", seed, v)
 		}
@@ -147,6 +154,9 @@ func RunOne(t *testing.T, c Class, seed int64, bin string) Result {
 				t.Logf("(%d times) %.120s", n, line)
 			}
 		}
+		for _, c := range o.Containers {
+			t.Logf("container %s %s state=%s health=%s digest=%s task=%s", short(c.ID), c.Name, c.State, c.Health, short(c.Digest), c.Task)
+		}
 		for _, hit := range e.Faults.Hits() {
 			t.Logf("fault %s: %s %s %s → %s", hit.Rule, hit.Client, hit.Method, hit.Path, hit.Fault)
 		}
@@ -160,6 +170,13 @@ var logLines = 60
 
 // SetLogLines sets how many log lines of each agent a failed run shows.
 func SetLogLines(n int) { logLines = n }
+
+// verbose shows the agents' logs and the history of every run, not only
+// of failed ones.
+var verbose bool
+
+// SetVerbose makes every run show its logs and history.
+func SetVerbose(v bool) { verbose = v }
 
 // quiet drops the API's request lines (the suite's own polling) from a log.
 func quiet(log string) string {

@@ -27,6 +27,7 @@ var (
 	parallel = flag.Int("faults.parallel", 3, "runs at once (each has its own registry, workload and agent)")
 	report   = flag.String("faults.report", "", "write the report table (Markdown) to this file")
 	logs     = flag.Int("faults.log", 60, "agent log lines shown for a failed run")
+	verbose  = flag.Bool("faults.verbose", false, "show logs and history of every run, not only failed ones")
 )
 
 // TestFaultSuite runs the seeded fault scenarios against the real engine
@@ -37,6 +38,7 @@ func TestFaultSuite(t *testing.T) {
 	}
 	testenv.Engine(t) // fails under CI=true without an engine
 	faults.SetLogLines(*logs)
+	faults.SetVerbose(*verbose)
 	bin, err := testenv.BuildShipwatch("")
 	if err != nil {
 		t.Fatal(err)
