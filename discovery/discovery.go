@@ -119,7 +119,10 @@ func discoverContainers(ctx context.Context, eng Engine) ([]deployer.Target, err
 			continue // docker compose run containers
 		}
 		k := composeKey{labels[labelProject], labels[labelService]}
-		if _, ok := groups[k]; !ok {
+		// The target is what runs: a running container stands for the
+		// service, not a leftover of an interrupted recreate (created,
+		// never started, with the new image) listed before it.
+		if _, ok := groups[k]; !ok || c.State == "running" && list.Items[first[k]].State != "running" {
 			first[k] = i
 		}
 		groups[k] = append(groups[k], c.ID)
