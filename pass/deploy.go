@@ -136,6 +136,12 @@ func deployOne(ctx context.Context, deps Deps, r *TargetResult, opts Options) {
 	if r.Warning != "" {
 		r.Reason += "; " + r.Warning
 	}
+	// Persist the outcome before the journal ends (deferred above): an
+	// agent killed in between would otherwise leave a rollout that nothing
+	// records — no journal to recover, no history, no high-water mark.
+	if deps.Store != nil {
+		persist(deps, opts.Mode, *r)
+	}
 }
 
 // graceContext returns a context that outlives parent by grace: a rollout
@@ -157,4 +163,3 @@ func graceContext(parent context.Context, grace time.Duration) (context.Context,
 	})
 	return ctx, func() { stop(); cancel() }
 }
-

@@ -79,56 +79,71 @@ func record(deps Deps, rep Report) {
 		if r.Candidate.Digest == "" && r.Deploy == nil && r.Outcome != deployer.Failed {
 			continue // nothing happened worth a line of history
 		}
-		log := deps.Logger.With().Str("target", r.Target.ID).Logger()
-		if r.Deploy == nil && rep.Mode == Agent {
-			// A decision without a rollout (blocked, waiting, could not
-			// check) is written once, not on every pass that repeats it.
-			key := "history/" + r.Target.ID + "/" + r.Candidate.Digest + "/" + string(r.Outcome) + "/" + r.Reason
-			if first, err := deps.Store.FirstNotice(key); err != nil || !first {
+		if r.Deploy == nil {
+			if !persist(deps, rep.Mode, r) {
 				continue
 			}
 		}
-		e := state.Entry{
-			Target: r.Target.ID, Mode: rep.Mode.String(), Image: r.Target.Image.String(),
-			From: r.Target.Digest, Outcome: string(r.Outcome), Reason: r.Reason,
-			DurationMS: r.Took.Milliseconds(),
-		}
-		if r.Candidate.Digest != "" {
-			e.To = r.Candidate.String()
-		}
-		if v := r.Verdict; v != nil {
-			e.Decision, e.Policy, e.Signer = string(v.Decision), v.Policy, v.Signer
-			e.Scan = scanSummary(v)
-		}
-		if r.Deploy != nil {
-			e.Running = r.Deploy.Running
-		}
-		if _, err := deps.Store.AddHistory(e, deps.Config.State.History); err != nil {
-			log.Error().Err(err).Msg("record history")
-		}
-		if r.Deploy != nil && r.Deploy.FailedDigest != "" {
-			q := state.Quarantined{Target: r.Target.ID, Digest: r.Deploy.FailedDigest, Image: r.Candidate.Tagged().String(), Reason: causeText(r.Deploy)}
-			if err := deps.Store.Quarantine(q); err != nil {
-				log.Error().Err(err).Msg("quarantine failed digest")
-			}
-		}
-		if r.Outcome == deployer.Updated {
-			mark := state.Mark{Tag: r.Candidate.Tag, Digest: r.Candidate.Digest}
-			if from := r.Target.Digest; from != "" && from != r.Candidate.Digest {
-				// What ran before is superseded even without a mark of its
-				// own (it ran before the agent's first update): a tag moved
-				// back to it is a silent downgrade.
-				mark.Superseded = []string{from}
-			}
-			if err := deps.Store.SetHighWater(r.Target.ID, mark); err != nil {
-				log.Error().Err(err).Msg("record high-water mark")
-			}
-			if err := deps.Store.ClearApproval(r.Target.ID); err != nil {
-				log.Error().Err(err).Msg("clear approval")
-			}
-		}
+		// A rollout's outcome was persisted by deployOne, before its
+		// journal ended.
 		notifyOutcome(deps, r)
 	}
+}
+
+// persist writes one target's outcome to the state store: its history
+// entry, the quarantine of a digest that failed its rollout, the
+// high-water mark after an update. It reports false when the entry repeats
+// a decision already written (nothing to notify either).
+func persist(deps Deps, mode Mode, r TargetResult) bool {
+	log := deps.Logger.With().Str("target", r.Target.ID).Logger()
+	if r.Deploy == nil && mode == Agent {
+		// A decision without a rollout (blocked, waiting, could not
+		// check) is written once, not on every pass that repeats it.
+		key := "history/" + r.Target.ID + "/" + r.Candidate.Digest + "/" + string(r.Outcome) + "/" + r.Reason
+		if first, err := deps.Store.FirstNotice(key); err != nil || !first {
+			return false
+		}
+	}
+	e := state.Entry{
+		Target: r.Target.ID, Mode: mode.String(), Image: r.Target.Image.String(),
+		From: r.Target.Digest, Outcome: string(r.Outcome), Reason: r.Reason,
+		DurationMS: r.Took.Milliseconds(),
+	}
+	if r.Candidate.Digest != "" {
+		e.To = r.Candidate.String()
+	}
+	if v := r.Verdict; v != nil {
+		e.Decision, e.Policy, e.Signer = string(v.Decision), v.Policy, v.Signer
+		e.Scan = scanSummary(v)
+	}
+	if r.Deploy != nil {
+		e.Running = r.Deploy.Running
+	}
+	if _, err := deps.Store.AddHistory(e, deps.Config.State.History); err != nil {
+		log.Error().Err(err).Msg("record history")
+	}
+	if r.Deploy != nil && r.Deploy.FailedDigest != "" {
+		q := state.Quarantined{Target: r.Target.ID, Digest: r.Deploy.FailedDigest, Image: r.Candidate.Tagged().String(), Reason: causeText(r.Deploy)}
+		if err := deps.Store.Quarantine(q); err != nil {
+			log.Error().Err(err).Msg("quarantine failed digest")
+		}
+	}
+	if r.Outcome == deployer.Updated {
+		mark := state.Mark{Tag: r.Candidate.Tag, Digest: r.Candidate.Digest}
+		if from := r.Target.Digest; from != "" && from != r.Candidate.Digest {
+			// What ran before is superseded even without a mark of its
+			// own (it ran before the agent's first update): a tag moved
+			// back to it is a silent downgrade.
+			mark.Superseded = []string{from}
+		}
+		if err := deps.Store.SetHighWater(r.Target.ID, mark); err != nil {
+			log.Error().Err(err).Msg("record high-water mark")
+		}
+		if err := deps.Store.ClearApproval(r.Target.ID); err != nil {
+			log.Error().Err(err).Msg("clear approval")
+		}
+	}
+	return true
 }
 
 func causeText(res *deployer.Result) string {
