@@ -1,6 +1,7 @@
 package pass
 
 import (
+	"context"
 	"testing"
 
 	"github.com/shipwatch/shipwatch/deployer"
@@ -51,5 +52,30 @@ func TestRolloutRecordedBeforeItsJournalEnds(t *testing.T) {
 	}
 	if got := f.n.kinds(); got != "updated:compose/p/web" {
 		t.Errorf("notifications = %s, want one updated", got)
+	}
+}
+
+// The same for a recovery (and a rollback by hand): its history entry is
+// written before its journal ends.
+func TestRecoveryRecordedBeforeItsJournalEnds(t *testing.T) {
+	f := newFixture(t, "")
+	w := &journalWatch{Store: f.store}
+	f.deps.Store = w
+	f.service("web", "1.4", nil)
+	j := state.Journal{Target: "compose/p/web", Kind: "compose", From: dOld, FromImage: "registry.example.com/web:1.4", To: "registry.example.com/web:1.4@" + dNew, Step: "converge"}
+	if err := f.store.BeginJournal(j); err != nil {
+		t.Fatal(err)
+	}
+
+	res := Recover(context.Background(), f.deps, []state.Journal{j})
+
+	if len(res) != 1 || res[0].Outcome != deployer.RolledBack {
+		t.Fatalf("recovery = %+v, want rolled-back", res)
+	}
+	if len(w.atEnd) != 1 || w.atEnd[0] != 1 {
+		t.Errorf("history entries when the recovery's journal ended: %v, want its entry", w.atEnd)
+	}
+	if h, _ := f.store.History("compose/p/web", 0); len(h) != 1 || h[0].Mode != "recover" {
+		t.Errorf("history = %+v, want one recover entry", h)
 	}
 }

@@ -20,9 +20,8 @@ func Rollback(ctx context.Context, deps Deps, selector, to string) (TargetResult
 	if err != nil {
 		return TargetResult{}, err
 	}
-	r := rollbackTarget(ctx, deps, t, to, "rollback")
+	r := rollbackTarget(ctx, deps, t, to, "rollback", "rollback")
 	logOutcome(deps.Logger, Rollout, r)
-	recordRollback(deps, r, "rollback")
 	return r, nil
 }
 
@@ -49,8 +48,17 @@ func findTarget(ctx context.Context, deps Deps, selector string) (deployer.Targe
 	return match[0], nil
 }
 
-func rollbackTarget(ctx context.Context, deps Deps, t deployer.Target, to, why string) TargetResult {
-	r := TargetResult{Target: t, Outcome: deployer.Failed}
+// rollbackTarget rolls t back and records it in history as mode — before
+// its journal ends, so that an agent killed in between leaves either the
+// journal or the history entry.
+func rollbackTarget(ctx context.Context, deps Deps, t deployer.Target, to, why, mode string) (r TargetResult) {
+	r = TargetResult{Target: t, Outcome: deployer.Failed}
+	recorded := false
+	defer func() { // the early returns
+		if !recorded {
+			recordRollback(deps, r, mode)
+		}
+	}()
 	d, ok := deps.Deployers[t.Kind]
 	if !ok {
 		r.Reason = fmt.Sprintf("no deployer for %s targets", t.Kind)
@@ -99,6 +107,8 @@ func rollbackTarget(ctx context.Context, deps Deps, t deployer.Target, to, why s
 			r.Reason += " — manual action needed"
 		}
 	}
+	recordRollback(deps, r, mode)
+	recorded = true
 	return r
 }
 
@@ -140,9 +150,8 @@ func Recover(ctx context.Context, deps Deps, journals []state.Journal) []TargetR
 		if j.Op == "rollback" {
 			to = j.To
 		}
-		r := rollbackTarget(ctx, deps, t, to, "recovered interrupted "+opName(j.Op))
+		r := rollbackTarget(ctx, deps, t, to, "recovered interrupted "+opName(j.Op), "recover")
 		logOutcome(deps.Logger, Agent, r)
-		recordRollback(deps, r, "recover")
 		out = append(out, r)
 	}
 	return out
