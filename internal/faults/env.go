@@ -394,9 +394,13 @@ func (e *Env) startWorkload() {
 	e.Initial = v.Digest
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	labels := `shipwatch.enable: "true", shipwatch.semver: "^1"`
+	// No shipwatch.enable label: the run's own configuration opts the
+	// target in, so that other tests' agents and CLIs on this shared engine
+	// leave it alone (they would fail to check it without the registry's
+	// credentials).
+	labels := `shipwatch.semver: "^1"`
 	if e.Opts.Policy == "digest" {
-		labels = `shipwatch.enable: "true", shipwatch.policy: digest`
+		labels = `shipwatch.policy: digest`
 	}
 	switch e.Platform {
 	case Compose:
@@ -424,7 +428,7 @@ services:
 		e.Target = "compose/" + e.Project.Name + "/web"
 	case Swarm:
 		n := uint64(e.Opts.Replicas)
-		lbl := map[string]string{testenv.LabelKey: "1", "shipwatch.enable": "true", "shipwatch.semver": "^1"}
+		lbl := map[string]string{testenv.LabelKey: "1", "shipwatch.semver": "^1"}
 		if e.Opts.Policy == "digest" {
 			delete(lbl, "shipwatch.semver")
 			lbl["shipwatch.policy"] = "digest"
