@@ -237,9 +237,10 @@ func (a *Agent) Errors(from int) []string {
 func (a *Agent) Sample() (Sample, error) { return ReadSample(a.Pid) }
 
 // Usage is what the kernel accounted for the whole life of an exited agent.
+// (Its ru_maxrss is left out: os/exec starts the child with vfork, so the
+// kernel's peak includes the benchmark's own memory before the exec.)
 type Usage struct {
-	CPU    time.Duration // user + system
-	MaxRSS int64         // bytes
+	CPU time.Duration // user + system
 }
 
 // Stop sends SIGTERM and waits up to grace for a graceful exit, then kills
@@ -258,7 +259,6 @@ func (a *Agent) Stop(grace time.Duration) (Usage, error) {
 	var u Usage
 	if ru, ok := a.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		u.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		u.MaxRSS = ru.Maxrss * 1024 // kilobytes on Linux
 	}
 	a.mu.Lock()
 	err := a.waitErr
