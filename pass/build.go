@@ -2,7 +2,11 @@ package pass
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/http"
+	"os"
 	"runtime"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -49,7 +53,11 @@ func Build(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Bui
 	if err != nil {
 		return Deps{}, nil, fmt.Errorf("registry watcher: %w", err)
 	}
-	v, err := verify.New(VerifyOptions(cfg, log))
+	vopts, err := VerifyOptions(cfg, log)
+	if err != nil {
+		return Deps{}, nil, fmt.Errorf("verification: %w", err)
+	}
+	v, err := verify.New(vopts)
 	if err != nil {
 		return Deps{}, nil, fmt.Errorf("verification policy: %w", err)
 	}
@@ -113,8 +121,9 @@ func WatcherOptions(cfg *config.Config, log zerolog.Logger) watcher.Options {
 }
 
 // VerifyOptions maps the verify section of the config to verifier policies,
-// resolving authority names.
-func VerifyOptions(cfg *config.Config, log zerolog.Logger) verify.Options {
+// resolving authority names; the verifier reaches registries like the
+// watcher does (credentials, CA files, plain HTTP where configured).
+func VerifyOptions(cfg *config.Config, log zerolog.Logger) (verify.Options, error) {
 	auth := func(names []string) []verify.AuthoritySpec {
 		var out []verify.AuthoritySpec
 		for _, n := range names {
@@ -130,7 +139,16 @@ func VerifyOptions(cfg *config.Config, log zerolog.Logger) verify.Options {
 		}
 		return out
 	}
-	opts := verify.Options{Logger: log, Platforms: []string{"linux/" + runtime.GOARCH}, Keychain: Keychain(cfg)}
+	rt, err := registryTransport(cfg)
+	if err != nil {
+		return verify.Options{}, err
+	}
+	opts := verify.Options{Logger: log, Platforms: []string{"linux/" + runtime.GOARCH}, Keychain: Keychain(cfg), Transport: rt}
+	for _, r := range cfg.Registries {
+		if r.Insecure {
+			opts.InsecureRegistries = append(opts.InsecureRegistries, r.Host)
+		}
+	}
 	for _, p := range cfg.Verify.Policies {
 		spec := verify.PolicySpec{
 			Name: p.Name, Images: p.Images, Mode: p.Mode, AllowUnsigned: p.AllowUnsigned,
@@ -147,7 +165,36 @@ func VerifyOptions(cfg *config.Config, log zerolog.Logger) verify.Options {
 		}
 		opts.Policies = append(opts.Policies, spec)
 	}
-	return opts
+	return opts, nil
+}
+
+// registryTransport trusts the system roots plus every registry's ca_file.
+func registryTransport(cfg *config.Config) (http.RoundTripper, error) {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	var pool *x509.CertPool
+	for _, r := range cfg.Registries {
+		if r.CAFile == "" {
+			continue
+		}
+		if pool == nil {
+			if sys, err := x509.SystemCertPool(); err == nil {
+				pool = sys
+			} else {
+				pool = x509.NewCertPool()
+			}
+		}
+		pem, err := os.ReadFile(r.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("registry %s: ca_file: %w", r.Host, err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("registry %s: ca_file %s holds no PEM certificate", r.Host, r.CAFile)
+		}
+	}
+	if pool != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return t, nil
 }
 
 // Keychain returns the registry credentials the deployers hand to the engine:

@@ -80,4 +80,3 @@ func firstFailure(v verify.Verdict) string {
 	}
 	return strings.Join(msgs, "; ")
 }
-

@@ -97,4 +97,3 @@ func changeOf(t deployer.Target, c imageref.Ref) string {
 	}
 	return ""
 }
-

@@ -89,8 +89,12 @@ type repository struct {
 	key  string
 }
 
-func parseRepository(s string) (repository, error) {
-	r, err := name.NewRepository(s)
+func parseRepository(s string, insecure bool) (repository, error) {
+	var opts []name.Option
+	if insecure {
+		opts = append(opts, name.Insecure)
+	}
+	r, err := name.NewRepository(s, opts...)
 	if err != nil {
 		return repository{}, err
 	}

@@ -126,8 +126,12 @@ type Options struct {
 	// Keychain resolves registry credentials (default: the Docker
 	// config.json and its credential helpers).
 	Keychain authn.Keychain
-	// Transport is the HTTP transport to registries (tests inject one).
+	// Transport is the HTTP transport to registries (tests inject one; the
+	// agent passes one that trusts the configured registries' CA files).
 	Transport http.RoundTripper
+	// InsecureRegistries are registry hosts reached over plain HTTP
+	// (loopback registries always are, as Docker does).
+	InsecureRegistries []string
 	// Logger receives debug logs of discovery; the default discards them.
 	Logger zerolog.Logger
 	// Now is the clock for scan age (default time.Now).

@@ -34,6 +34,7 @@ type Verifier struct {
 	now       func() time.Time
 	platforms []platform
 	warnings  []string
+	insecure  map[string]bool
 }
 
 // New validates and compiles the policies once: keys and trusted roots are
@@ -85,6 +86,10 @@ func New(opts Options) (*Verifier, error) {
 		rt = http.DefaultTransport.(*http.Transport).Clone()
 	}
 	v.reg = newRegistryClient(kc, rt, v.now)
+	v.insecure = map[string]bool{}
+	for _, h := range opts.InsecureRegistries {
+		v.insecure[h] = true
+	}
 	v.harbor = &harborClient{keychain: kc, transport: rt}
 	return v, nil
 }
@@ -132,7 +137,7 @@ func (v *Verifier) Verify(ctx context.Context, image imageref.Ref) Verdict {
 		ctx, cancel = context.WithTimeout(ctx, verifyTimeout)
 		defer cancel()
 	}
-	repo, err := parseRepository(image.Repo())
+	repo, err := parseRepository(image.Repo(), v.insecure[image.Domain])
 	if err != nil {
 		vd.Decision = Blocked
 		vd.Reasons = append(vd.Reasons, Reason{Rule: RuleImage, Message: fmt.Sprintf("repository %s: %v", image.Repo(), err)})

@@ -54,7 +54,11 @@ example a registry or trust root was unreachable: try again later), 1 bad input.
 				}
 				ref = ref.WithDigest(d)
 			}
-			v, err := verify.New(pass.VerifyOptions(cfg, log))
+			vopts, err := pass.VerifyOptions(cfg, log)
+			if err != nil {
+				return err
+			}
+			v, err := verify.New(vopts)
 			if err != nil {
 				return err
 			}
