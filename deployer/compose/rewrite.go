@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	composesdk "github.com/docker/compose/v5/pkg/compose"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/shipwatch/shipwatch/deployer"
+	"github.com/shipwatch/shipwatch/internal/atomicfile"
 )
 
 // backupSuffix names the copy of a file kept while a rollout that rewrote
@@ -230,43 +229,9 @@ func (e fileEdit) dropBackup() error {
 	return nil
 }
 
-// writeAtomic replaces path with data through a temporary file in the same
-// directory, keeping the file's mode and (when allowed) its owner, so a
-// crash never leaves a half-written compose file.
-func writeAtomic(path string, data []byte) error {
-	mode := os.FileMode(0o644)
-	uid, gid := -1, -1
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			uid, gid = int(st.Uid), int(st.Gid)
-		}
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".shipwatch-*")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	defer os.Remove(name)
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(name, mode); err != nil {
-		return err
-	}
-	if uid >= 0 {
-		_ = os.Lchown(name, uid, gid) // best effort: only root may give files away
-	}
-	return os.Rename(name, path)
-}
+// writeAtomic replaces path with data without ever leaving a half-written
+// compose file.
+func writeAtomic(path string, data []byte) error { return atomicfile.Write(path, data) }
 
 // verifyRewrite proves, by loading the project again, that the rewrite
 // changed the service's image to written and nothing else anywhere: not

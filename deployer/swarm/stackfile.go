@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -14,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/shipwatch/shipwatch/imageref"
+	"github.com/shipwatch/shipwatch/internal/atomicfile"
 )
 
 // Labels `docker stack deploy` puts on the services of a stack.
@@ -211,27 +211,7 @@ func replaceFile(path string, old, content []byte) error {
 	if err := os.WriteFile(path+BackupSuffix, old, mode); err != nil {
 		return fmt.Errorf("keep a backup: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".shipwatch-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(content); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, content)
 }
 
 // stackTag is the tag the stack file was deployed with: the spec's own tag,
