@@ -28,7 +28,16 @@ type Store interface {
 	FirstNotice(key string) (bool, error)
 	Seen(key string, now time.Time) (time.Time, error)
 	LastDeployed(target string) (string, error)
+	History(target string, limit int) ([]state.Entry, error)
 }
+
+// Retry backoff of a rollout that failed for a reason that is not the
+// image's (a pull that failed, an engine that restarted): the digest is not
+// quarantined, but it is not retried on every pass either.
+const (
+	retryBase = time.Minute
+	retryMax  = time.Hour
+)
 
 var _ Store = (*state.Store)(nil)
 
@@ -71,8 +80,49 @@ func preVerifyGates(deps Deps, results []TargetResult, opts Options) {
 			r.Outcome = deployer.Blocked
 			r.Reason = fmt.Sprintf("the tag %s moved back to %s, a digest this target already replaced with a newer one; refusing the silent downgrade (use shipwatch rollout --to %s to do it by hand)",
 				r.Candidate.Tag, shortDigest(d), d)
+			continue
+		}
+		next, attempts, err := retryAt(deps.Store, id, r.Candidate.String())
+		if err != nil {
+			r.Outcome, r.Err, r.Reason = deployer.Failed, err, "state: "+err.Error()
+			continue
+		}
+		if now := deps.now(); now.Before(next) {
+			r.Outcome = deployer.Available
+			r.Reason = fmt.Sprintf("verified earlier; %d rollout attempt(s) of %s failed for reasons that are not the image's; next attempt after %s (shipwatch rollout %s tries now)",
+				attempts, shortDigest(d), next.Format(time.RFC3339), id)
 		}
 	}
+}
+
+// retryAt returns when the agent may try candidate on target again after
+// rollouts that failed without the image being at fault: retryBase after the
+// first failure, doubling, at most retryMax. A success or a different
+// candidate in between resets it.
+func retryAt(s Store, target, candidate string) (time.Time, int, error) {
+	hist, err := s.History(target, 50)
+	if err != nil {
+		return time.Time{}, 0, err
+	}
+	attempts := 0
+	var last time.Time
+	for _, e := range hist { // newest first
+		if !e.Deployed {
+			continue
+		}
+		if e.To != candidate || (e.Outcome != string(deployer.Failed) && e.Outcome != string(deployer.RolledBack)) {
+			break
+		}
+		if attempts == 0 {
+			last = e.Time
+		}
+		attempts++
+	}
+	if attempts == 0 {
+		return time.Time{}, 0, nil
+	}
+	wait := retryBase << min(attempts-1, 6)
+	return last.Add(min(wait, retryMax)), attempts, nil
 }
 
 // older reports whether tag a is an older version than tag b (both must read

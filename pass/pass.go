@@ -78,6 +78,13 @@ type Deps struct {
 	Self string
 }
 
+func (d Deps) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
 // Options select what one pass does.
 type Options struct {
 	Mode Mode

@@ -583,3 +583,37 @@ func TestProjectsRollOutInParallel(t *testing.T) {
 		}
 	}
 }
+
+func TestFailedRolloutIsRetriedWithBackoff(t *testing.T) {
+	f := newFixture(t, "")
+	f.service("web", "1", nil)
+	f.offer("web", "1", dNew)
+	f.v.decisions[dNew] = verify.Allowed
+	f.d.outcomes[dNew] = deployer.Failed // e.g. the pull failed: not the image's fault
+	if res := f.run(t, Options{Mode: Agent}); res["web"].Outcome != deployer.Failed {
+		t.Fatalf("first attempt: %s", res["web"].Outcome)
+	}
+	if _, q, _ := f.store.IsQuarantined("compose/p/web", dNew); q {
+		t.Fatalf("a failure that is not the image's must not quarantine it")
+	}
+	for _, step := range []struct {
+		after    time.Duration
+		deployed bool
+	}{{10 * time.Second, false}, {61 * time.Second, true}, {61 * time.Second, false}, {2 * time.Minute, true}} {
+		f.now = f.now.Add(step.after)
+		before := len(f.d.order)
+		res := f.run(t, Options{Mode: Agent})
+		if got := len(f.d.order) > before; got != step.deployed {
+			t.Errorf("+%s: deployed=%v (%s: %s), want %v", step.after, got, res["web"].Outcome, res["web"].Reason, step.deployed)
+		}
+		if !step.deployed && (res["web"].Outcome != deployer.Available || !strings.Contains(res["web"].Reason, "next attempt after")) {
+			t.Errorf("+%s: %s (%s), want available until the next attempt", step.after, res["web"].Outcome, res["web"].Reason)
+		}
+	}
+	// By hand, an operator retries at once.
+	before := len(f.d.order)
+	f.run(t, Options{Mode: Rollout, Targets: []string{"p/web"}})
+	if len(f.d.order) == before {
+		t.Errorf("a manual rollout waited for the agent's backoff")
+	}
+}

@@ -105,6 +105,7 @@ func persist(deps Deps, mode Mode, r TargetResult) bool {
 		}
 	}
 	e := state.Entry{
+		Time:   deps.now().UTC(),
 		Target: r.Target.ID, Mode: mode.String(), Image: r.Target.Image.String(),
 		From: r.Target.Digest, Outcome: string(r.Outcome), Reason: r.Reason,
 		DurationMS: r.Took.Milliseconds(),
@@ -117,7 +118,7 @@ func persist(deps Deps, mode Mode, r TargetResult) bool {
 		e.Scan = scanSummary(v)
 	}
 	if r.Deploy != nil {
-		e.Running = r.Deploy.Running
+		e.Running, e.Deployed = r.Deploy.Running, true
 	}
 	if _, err := deps.Store.AddHistory(e, deps.Config.State.History); err != nil {
 		log.Error().Err(err).Msg("record history")

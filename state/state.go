@@ -188,6 +188,8 @@ type Entry struct {
 	Reason     string    `json:"reason,omitempty"`
 	DurationMS int64     `json:"duration_ms,omitempty"`
 	Running    string    `json:"running,omitempty"` // digest running afterwards
+	// Deployed says a rollout was attempted (not only decided).
+	Deployed bool `json:"deployed,omitempty"`
 }
 
 // AddHistory appends e (its ID and, if zero, Time are set) and trims the
