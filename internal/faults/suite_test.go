@@ -36,7 +36,10 @@ func TestFaultSuite(t *testing.T) {
 	if testing.Short() && !testenv.InCI() {
 		t.Skip("the fault suite drives the Docker engine (skipped with -short outside CI)")
 	}
-	testenv.Engine(t) // fails under CI=true without an engine
+	cli := testenv.Engine(t) // fails under CI=true without an engine
+	// One swarm for the whole suite: each Swarm run holds it too, but
+	// between runs it would otherwise be left and initialised again.
+	testenv.Swarm(t, cli)
 	faults.SetLogLines(*logs)
 	faults.SetVerbose(*verbose)
 	bin, err := testenv.BuildShipwatch("")
