@@ -79,9 +79,6 @@ func (o Options) withDefaults() Options {
 	if o.RestoreTimeout <= 0 {
 		o.RestoreTimeout = 10 * time.Minute
 	}
-	if o.Keychain == nil {
-		o.Keychain = anonymousKeychain{}
-	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}

@@ -2,70 +2,23 @@ package compose
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/client"
 
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/imageref"
 )
 
-type anonymousKeychain struct{}
-
-func (anonymousKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
-	return authn.Anonymous, nil
-}
-
-// registryAuth builds the X-Registry-Auth header value for ref's registry
-// from the keychain ("" for anonymous). The credentials never leave this
-// function except towards the engine.
-func registryAuth(ctx context.Context, kc authn.Keychain, ref imageref.Ref) (string, error) {
-	reg, err := name.NewRegistry(ref.Domain, name.WeakValidation)
-	if err != nil {
-		return "", fmt.Errorf("registry %s: %w", ref.Domain, err)
-	}
-	auth, err := kc.Resolve(reg)
-	if err != nil {
-		return "", fmt.Errorf("registry credentials for %s: %w", ref.Domain, err)
-	}
-	if auth == authn.Anonymous {
-		return "", nil
-	}
-	cfg, err := authn.Authorization(ctx, auth)
-	if err != nil {
-		return "", fmt.Errorf("registry credentials for %s: %w", ref.Domain, err)
-	}
-	if *cfg == (authn.AuthConfig{}) {
-		return "", nil
-	}
-	buf, err := json.Marshal(registry.AuthConfig{
-		Username:      cfg.Username,
-		Password:      cfg.Password,
-		Auth:          cfg.Auth,
-		IdentityToken: cfg.IdentityToken,
-		RegistryToken: cfg.RegistryToken,
-		ServerAddress: ref.Host(),
-	})
-	if err != nil {
-		return "", err
-	}
-	return base64.URLEncoding.EncodeToString(buf), nil
-}
-
 // pullByDigest makes the engine pull repo@digest with credentials and
 // returns the local image ID once the image is there and its RepoDigests
 // prove it is exactly the verified digest (rule 1 of the design).
 func (d *Deployer) pullByDigest(ctx context.Context, ref imageref.Ref) (string, error) {
 	pinned := ref.Repo() + "@" + ref.Digest
-	auth, err := registryAuth(ctx, d.opts.Keychain, ref)
+	auth, err := deployer.EncodedRegistryAuth(ctx, d.opts.Keychain, ref)
 	if err != nil {
 		return "", err
 	}

@@ -68,7 +68,7 @@ func (d *Deployer) Deploy(ctx context.Context, plan deployer.Plan, progress depl
 	r.step("check", start, fmt.Sprintf("service %s (%s): %s → %s", svc.Spec.Name, serviceMode(svc.Spec), cur, to), nil)
 
 	start = time.Now()
-	auth, err := encodedAuth(ctx, d.opts.Keychain, plan.To)
+	auth, err := deployer.EncodedRegistryAuth(ctx, d.opts.Keychain, plan.To)
 	if err == nil {
 		err = d.checkRegistry(ctx, plan.To, auth)
 	}

@@ -80,7 +80,7 @@ func (d *Deployer) Rollback(ctx context.Context, target deployer.Target, to stri
 	r.step("check", start, fmt.Sprintf("service %s: %s → %s (no previous spec with that digest: updating to it)", svc.Spec.Name, cur, want.Familiar()), nil)
 
 	start = time.Now()
-	auth, err := encodedAuth(ctx, d.opts.Keychain, want)
+	auth, err := deployer.EncodedRegistryAuth(ctx, d.opts.Keychain, want)
 	if err == nil {
 		err = d.checkRegistry(ctx, want, auth)
 	}

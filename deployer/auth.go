@@ -1,4 +1,4 @@
-package swarm
+package deployer
 
 import (
 	"context"
@@ -16,11 +16,12 @@ import (
 // credentials under, and the one the engine expects for them.
 const dockerHubAuthServer = "https://index.docker.io/v1/"
 
-// encodedAuth returns the X-Registry-Auth value that lets the nodes pull
-// ref, or "" when the keychain has no credentials for its registry (the
-// caller then keeps the credentials stored in the service). The value holds
-// a secret: it must never be logged or put in an error.
-func encodedAuth(ctx context.Context, kc authn.Keychain, ref imageref.Ref) (string, error) {
+// EncodedRegistryAuth returns the X-Registry-Auth value that lets the
+// engine (or a Swarm's nodes) pull ref, or "" when the keychain (nil: none)
+// has no credentials for its registry: the engine then pulls anonymously, or
+// a Swarm service keeps the credentials stored in it. The value holds a
+// secret: it must never be logged or put in an error.
+func EncodedRegistryAuth(ctx context.Context, kc authn.Keychain, ref imageref.Ref) (string, error) {
 	if kc == nil {
 		return "", nil
 	}
