@@ -88,6 +88,12 @@ type Rollout struct {
 	// ShutdownGrace bounds how long a stopping agent lets an in-flight
 	// rollout finish (or roll back) before it exits.
 	ShutdownGrace Duration `yaml:"shutdown_grace,omitempty"`
+	// RetryBackoff is how long the agent waits before it tries a candidate
+	// again after a rollout that failed for a reason that is not the
+	// image's (a pull that failed, an engine that restarted); the wait
+	// doubles with every further failure, up to RetryBackoffMax.
+	RetryBackoff    Duration `yaml:"retry_backoff,omitempty"`
+	RetryBackoffMax Duration `yaml:"retry_backoff_max,omitempty"`
 	// StackFiles maps a Swarm stack name to the stack file it is deployed
 	// from, so that a semver update is written back into it.
 	StackFiles map[string]string `yaml:"stack_files,omitempty"`
@@ -278,7 +284,10 @@ func Default() Config {
 		Schedule:    "@every 5m",
 		Concurrency: 4,
 		State:       State{Path: "/var/lib/shipwatch/state.db", History: 1000},
-		Rollout:     Rollout{HealthSamples: 3, ShutdownGrace: Duration(5 * time.Minute)},
+		Rollout: Rollout{
+			HealthSamples: 3, ShutdownGrace: Duration(5 * time.Minute),
+			RetryBackoff: Duration(time.Minute), RetryBackoffMax: Duration(time.Hour),
+		},
 	}
 }
 

@@ -107,6 +107,8 @@ func TestBadConfigs(t *testing.T) {
 		{"window without duration", "defaults:\n  policy:\n    windows: [{cron: \"0 2 * * *\"}]\n", []string{"defaults.policy.windows[0].duration: missing"}},
 		{"bad notify url is not echoed", "notify:\n  urls: [\"hunter2-canary-9f1c\"]\n", []string{"notify.urls[0]: not a service URL"}},
 		{"bad event", "notify:\n  events: [exploded]\n", []string{"notify.events[0]: \"exploded\" is not an event"}},
+		{"retry backoff too short", "rollout: {retry_backoff: 0s}\n", []string{"rollout.retry_backoff: 0s is too short", "1s or more"}},
+		{"retry backoff max below backoff", "rollout: {retry_backoff: 2h}\n", []string{"rollout.retry_backoff_max: 1h0m0s is shorter than rollout.retry_backoff (2h0m0s)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/Masterminds/semver/v3"
 	"github.com/robfig/cron/v3"
@@ -189,6 +190,12 @@ func (v *validator) agent(c *Config) {
 	}
 	if c.Rollout.HealthSamples < 1 || c.Rollout.HealthSamples > 100 {
 		v.fail("rollout.health_samples", "%d is out of range; use 1 to 100", c.Rollout.HealthSamples)
+	}
+	switch r := c.Rollout; {
+	case r.RetryBackoff.Std() < time.Second:
+		v.fail("rollout.retry_backoff", "%s is too short: a failing registry or engine would be retried on every pass; use 1s or more (default 1m)", r.RetryBackoff.Std())
+	case r.RetryBackoffMax.Std() < r.RetryBackoff.Std():
+		v.fail("rollout.retry_backoff_max", "%s is shorter than rollout.retry_backoff (%s); use at least that (default 1h)", r.RetryBackoffMax.Std(), r.RetryBackoff.Std())
 	}
 }
 

@@ -31,14 +31,6 @@ type Store interface {
 	History(target string, limit int) ([]state.Entry, error)
 }
 
-// Retry backoff of a rollout that failed for a reason that is not the
-// image's (a pull that failed, an engine that restarted): the digest is not
-// quarantined, but it is not retried on every pass either.
-const (
-	retryBase = time.Minute
-	retryMax  = time.Hour
-)
-
 var _ Store = (*state.Store)(nil)
 
 // preVerifyGates drops candidates the agent already knows it must not
@@ -82,7 +74,11 @@ func preVerifyGates(deps Deps, results []TargetResult, opts Options) {
 				r.Candidate.Tag, shortDigest(d), d)
 			continue
 		}
-		next, attempts, err := retryAt(deps.Store, id, r.Candidate.String())
+		var backoff config.Rollout
+		if deps.Config != nil {
+			backoff = deps.Config.Rollout
+		}
+		next, attempts, err := retryAt(deps.Store, id, r.Candidate.String(), backoff)
 		if err != nil {
 			r.Outcome, r.Err, r.Reason = deployer.Failed, err, "state: "+err.Error()
 			continue
@@ -96,10 +92,11 @@ func preVerifyGates(deps Deps, results []TargetResult, opts Options) {
 }
 
 // retryAt returns when the agent may try candidate on target again after
-// rollouts that failed without the image being at fault: retryBase after the
-// first failure, doubling, at most retryMax. A success or a different
-// candidate in between resets it.
-func retryAt(s Store, target, candidate string) (time.Time, int, error) {
+// rollouts that failed without the image being at fault (the digest is not
+// quarantined, but it is not retried on every pass either): the configured
+// backoff after the first failure, doubling, at most its maximum. A success
+// or a different candidate in between resets it.
+func retryAt(s Store, target, candidate string, cfg config.Rollout) (time.Time, int, error) {
 	hist, err := s.History(target, 50)
 	if err != nil {
 		return time.Time{}, 0, err
@@ -121,8 +118,24 @@ func retryAt(s Store, target, candidate string) (time.Time, int, error) {
 	if attempts == 0 {
 		return time.Time{}, 0, nil
 	}
-	wait := retryBase << min(attempts-1, 6)
-	return last.Add(min(wait, retryMax)), attempts, nil
+	wait, most := cfg.RetryBackoff.Std(), cfg.RetryBackoffMax.Std()
+	if wait <= 0 { // not configured: config.Default's values
+		wait = time.Minute
+	}
+	if most <= 0 {
+		most = time.Hour
+	}
+	if most < wait {
+		most = wait
+	}
+	for i := 1; i < attempts && wait < most; i++ {
+		if wait > most/2 {
+			wait = most
+			break
+		}
+		wait *= 2
+	}
+	return last.Add(wait), attempts, nil
 }
 
 // older reports whether tag a is an older version than tag b (both must read

@@ -617,3 +617,24 @@ func TestFailedRolloutIsRetriedWithBackoff(t *testing.T) {
 		t.Errorf("a manual rollout waited for the agent's backoff")
 	}
 }
+
+func TestRetryBackoffIsConfigurable(t *testing.T) {
+	f := newFixture(t, "rollout: {retry_backoff: 10s, retry_backoff_max: 30s}\n")
+	f.service("web", "1", nil)
+	f.offer("web", "1", dNew)
+	f.v.decisions[dNew] = verify.Allowed
+	f.d.outcomes[dNew] = deployer.Failed
+	f.run(t, Options{Mode: Agent})
+	// Waits of 10s, 20s, then 30s (the maximum) between attempts.
+	for _, step := range []struct {
+		after    time.Duration
+		deployed bool
+	}{{9 * time.Second, false}, {time.Second, true}, {19 * time.Second, false}, {time.Second, true}, {29 * time.Second, false}, {time.Second, true}, {30 * time.Second, true}} {
+		f.now = f.now.Add(step.after)
+		before := len(f.d.order)
+		res := f.run(t, Options{Mode: Agent})
+		if got := len(f.d.order) > before; got != step.deployed {
+			t.Errorf("+%s: deployed=%v (%s: %s), want %v", step.after, got, res["web"].Outcome, res["web"].Reason, step.deployed)
+		}
+	}
+}

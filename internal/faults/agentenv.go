@@ -60,7 +60,7 @@ registries:
     password_file: %s
 notify:
   webhooks: [{url: %q}]
-rollout: {health_timeout: %s, shutdown_grace: 2m%s}
+rollout: {health_timeout: %s, shutdown_grace: 2m, retry_backoff: 3s, retry_backoff_max: 20s%s}
 targets:
   - %s
   - {compose: "*/*", enable: false}
