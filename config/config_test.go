@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(vars map[string]string) func(string) (string, bool) {
@@ -28,6 +29,9 @@ func TestLoadFull(t *testing.T) {
 	}
 	if cfg.Jitter.Std().Seconds() != 30 || cfg.Verify.Policies[0].Scan.MaxAge.Std().Hours() != 168 {
 		t.Errorf("durations: jitter %v, max_age %v", cfg.Jitter.Std(), cfg.Verify.Policies[0].Scan.MaxAge.Std())
+	}
+	if r := cfg.Rollout; r.RetryBackoff.Std() != 30*time.Second || r.RetryBackoffMax.Std() != time.Hour {
+		t.Errorf("rollout retry backoff %v up to %v, want 30s (set) up to 1h (default)", r.RetryBackoff.Std(), r.RetryBackoffMax.Std())
 	}
 	if len(cfg.Targets) != 4 || *cfg.Targets[0].Policy.Semver != "~1.4" || cfg.Targets[3].Policy.Levels.Major != "never" {
 		t.Errorf("targets = %+v", cfg.Targets)
