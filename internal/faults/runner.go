@@ -139,6 +139,9 @@ func RunOne(t *testing.T, c Class, seed int64, bin string) Result {
 		for _, m := range res.Misses {
 			t.Errorf("seed %d: expectation: %s", seed, m)
 		}
+		if res.Probed {
+			t.Logf("outage: the longest window of failed probes was %s", res.Outage)
+		}
 		for i, a := range e.Agents() {
 			t.Logf("agent %d log:\n%s", i+1, tail(quiet(a.Log()), logLines))
 		}
