@@ -3,10 +3,8 @@ package pass
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/http"
-	"os"
 	"runtime"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -168,30 +166,22 @@ func VerifyOptions(cfg *config.Config, log zerolog.Logger) (verify.Options, erro
 	return opts, nil
 }
 
-// registryTransport trusts the system roots plus every registry's ca_file.
+// registryTransport trusts the system roots plus every registry's ca_file
+// (the verifier has one transport for all registries; the watcher has one
+// per registry).
 func registryTransport(cfg *config.Config) (http.RoundTripper, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	var pool *x509.CertPool
+	var files []string
 	for _, r := range cfg.Registries {
-		if r.CAFile == "" {
-			continue
-		}
-		if pool == nil {
-			if sys, err := x509.SystemCertPool(); err == nil {
-				pool = sys
-			} else {
-				pool = x509.NewCertPool()
-			}
-		}
-		pem, err := os.ReadFile(r.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("registry %s: ca_file: %w", r.Host, err)
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("registry %s: ca_file %s holds no PEM certificate", r.Host, r.CAFile)
+		if r.CAFile != "" {
+			files = append(files, r.CAFile)
 		}
 	}
-	if pool != nil {
+	if len(files) > 0 {
+		pool, err := watcher.CAPool(files...)
+		if err != nil {
+			return nil, fmt.Errorf("registries ca_file: %w", err)
+		}
 		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return t, nil

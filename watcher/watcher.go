@@ -193,7 +193,7 @@ func New(opts Options) (*Watcher, error) {
 			w.mirrors[host] = append(w.mirrors[host], ms)
 		}
 		if r.CAFile != "" {
-			pool, err := loadCAFile(r.CAFile)
+			pool, err := CAPool(r.CAFile)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s.caFile: %w", field, err))
 			}
@@ -248,17 +248,21 @@ func parseMirror(m string) (mirrorSpec, error) {
 	return ms, nil
 }
 
-func loadCAFile(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read CA file: %w", err)
-	}
+// CAPool returns the system's roots plus the PEM certificates of every
+// file in paths: the trust of a registry that has its own CA (ca_file).
+func CAPool(paths ...string) (*x509.CertPool, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil || pool == nil {
 		pool = x509.NewCertPool()
 	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate; give the CA certificate in PEM form", path)
+	for _, path := range paths {
+		pem, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate; give the CA certificate in PEM form", path)
+		}
 	}
 	return pool, nil
 }
