@@ -194,10 +194,10 @@ func (e fileEdit) apply() error {
 	if !bytes.Equal(cur, e.before) {
 		return fmt.Errorf("%w: %s changed while the rollout was being prepared", deployer.ErrConflict, e.file)
 	}
-	if err := writeAtomic(e.file+backupSuffix, e.before); err != nil {
+	if err := atomicfile.Write(e.file+backupSuffix, e.before); err != nil {
 		return fmt.Errorf("back up %s: %w", e.file, err)
 	}
-	if err := writeAtomic(e.file, e.after()); err != nil {
+	if err := atomicfile.Write(e.file, e.after()); err != nil {
 		return fmt.Errorf("rewrite %s: %w", e.file, err)
 	}
 	return nil
@@ -216,7 +216,7 @@ func (e fileEdit) restore() error {
 // so that an agent killed in between finds it on restart (the containers
 // may still run the new version although the file names the old one).
 func (e fileEdit) putBack() error {
-	if err := writeAtomic(e.file, e.before); err != nil {
+	if err := atomicfile.Write(e.file, e.before); err != nil {
 		return fmt.Errorf("restore %s (a copy is in %s): %w", e.file, e.file+backupSuffix, err)
 	}
 	return nil
@@ -228,10 +228,6 @@ func (e fileEdit) dropBackup() error {
 	}
 	return nil
 }
-
-// writeAtomic replaces path with data without ever leaving a half-written
-// compose file.
-func writeAtomic(path string, data []byte) error { return atomicfile.Write(path, data) }
 
 // verifyRewrite proves, by loading the project again, that the rewrite
 // changed the service's image to written and nothing else anywhere: not

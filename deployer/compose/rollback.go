@@ -13,6 +13,7 @@ import (
 
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/imageref"
+	"github.com/shipwatch/shipwatch/internal/atomicfile"
 )
 
 // rollback is Rollback after its checks: it is a rollout to the previous
@@ -238,7 +239,7 @@ func restoreBackups(t deployer.Target) ([]string, error) {
 		if err != nil {
 			return restored, fmt.Errorf("read backup %s: %w", f+backupSuffix, err)
 		}
-		if err := writeAtomic(f, before); err != nil {
+		if err := atomicfile.Write(f, before); err != nil {
 			return restored, fmt.Errorf("restore %s from %s: %w", f, f+backupSuffix, err)
 		}
 		if err := os.Remove(f + backupSuffix); err != nil {
