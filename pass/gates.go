@@ -74,7 +74,7 @@ func preVerifyGates(deps Deps, results []TargetResult, opts Options) {
 				r.Candidate.Tag, shortDigest(d), d)
 			continue
 		}
-		var backoff config.Rollout
+		backoff := config.Default().Rollout
 		if deps.Config != nil {
 			backoff = deps.Config.Rollout
 		}
@@ -118,16 +118,7 @@ func retryAt(s Store, target, candidate string, cfg config.Rollout) (time.Time, 
 	if attempts == 0 {
 		return time.Time{}, 0, nil
 	}
-	wait, most := cfg.RetryBackoff.Std(), cfg.RetryBackoffMax.Std()
-	if wait <= 0 { // not configured: config.Default's values
-		wait = time.Minute
-	}
-	if most <= 0 {
-		most = time.Hour
-	}
-	if most < wait {
-		most = wait
-	}
+	wait, most := cfg.RetryBackoff.Std(), cfg.RetryBackoffMax.Std() // validated: 1s ≤ wait ≤ most
 	for i := 1; i < attempts && wait < most; i++ {
 		if wait > most/2 {
 			wait = most
