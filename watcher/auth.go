@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -128,23 +129,53 @@ type keychainResource string
 func (r keychainResource) String() string      { return string(r) }
 func (r keychainResource) RegistryStr() string { return string(r) }
 
+// Batching: when a scope has no token, the token request also asks for
+// other scopes the recent passes announced (expect) and that have none, as
+// the distribution token spec allows (the scope parameter repeated). One
+// request then renews many repositories' tokens instead of one each.
+const (
+	maxBatchScopes = 25               // scopes per token request at most
+	maxBatchBytes  = 2000             // bytes of scope parameters at most, for servers with short URL limits
+	expectedTTL    = 15 * time.Minute // an announced scope is forgotten after this long unannounced
+)
+
+// pullScope is the token scope for reading repo.
+func pullScope(repo string) string { return "repository:" + repo + ":pull" }
+
 // tokenEntry is a cached bearer token for one scope.
 type tokenEntry struct {
 	token   string
 	expires time.Time
+	// opaqueBatch: the token was asked for several scopes and does not say
+	// which it grants; if the registry rejects it, batching stops.
+	opaqueBatch bool
 }
 
-// tokenCall is an in-flight token request that others wait for.
+// tokenGrant is what a token request returned.
+type tokenGrant struct {
+	token   string
+	expires time.Time
+	// scopes are the pull scopes the token's access claim grants; nil when
+	// the token does not say (it is opaque).
+	scopes []string
+}
+
+// tokenCall is an in-flight token request that the callers of its scopes
+// wait for.
 type tokenCall struct {
-	done  chan struct{}
-	entry tokenEntry
-	err   error
+	done    chan struct{}
+	scopes  []string        // asked for; the first is the caller's
+	granted map[string]bool // scopes the token is cached for
+	token   string
+	err     error
+	alone   bool // the registry refused the batch: ask again, one scope per request
 }
 
 // auth holds one registry's credentials and bearer tokens. Tokens are
 // cached per scope ("repository:o/a:pull", as Docker Hub and GHCR
 // require) for their lifetime and shared by all requests; concurrent
-// requests for the same scope wait for one token request.
+// requests for the same scope wait for one token request, which may renew
+// other announced scopes too (see maxBatchScopes).
 type auth struct {
 	explicit *credentials // from Registry; nil: use the keychain
 	keychain authn.Keychain
@@ -158,11 +189,15 @@ type auth struct {
 	credsOK   bool
 	tokens    map[string]tokenEntry
 	inflight  map[string]*tokenCall
+	expected  map[string]time.Time // announced scopes → when last announced
+	solo      map[string]bool      // scopes a batch did not grant: asked for alone
+	batchOff  bool                 // the registry does not honour batches
 }
 
 func newAuth(explicit *credentials, kc authn.Keychain, resource string, now func() time.Time) *auth {
 	return &auth{explicit: explicit, keychain: kc, resource: keychainResource(resource), now: now,
-		tokens: map[string]tokenEntry{}, inflight: map[string]*tokenCall{}}
+		tokens: map[string]tokenEntry{}, inflight: map[string]*tokenCall{},
+		expected: map[string]time.Time{}, solo: map[string]bool{}}
 }
 
 // credentials returns the registry's credentials: the explicit ones, or
@@ -209,10 +244,19 @@ func (a *auth) credentials(ctx context.Context) (credentials, error) {
 	return c, nil
 }
 
-// cached returns a valid token for scope, if any.
-func (a *auth) cached(scope string) (string, bool) {
+// expect announces scopes that a pass is about to read, so that a token
+// request for one of them can renew the others too.
+func (a *auth) expect(scopes []string) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	now := a.now()
+	for _, s := range scopes {
+		a.expected[s] = now
+	}
+	a.mu.Unlock()
+}
+
+// validLocked returns the cached token of scope if it is still valid.
+func (a *auth) validLocked(scope string) (string, bool) {
 	e, ok := a.tokens[scope]
 	if !ok || !a.now().Before(e.expires) {
 		return "", false
@@ -220,55 +264,180 @@ func (a *auth) cached(scope string) (string, bool) {
 	return e.token, true
 }
 
-// forget drops the token of scope (the registry rejected it early).
+// forget drops the token of scope (the registry rejected it early). When
+// that token was an opaque one asked for several scopes, the registry may
+// not honour batches: every scope it was cached for is dropped and later
+// requests ask for one scope each.
 func (a *auth) forget(scope, token string) {
 	a.mu.Lock()
-	if e, ok := a.tokens[scope]; ok && e.token == token {
-		delete(a.tokens, scope)
+	defer a.mu.Unlock()
+	e, ok := a.tokens[scope]
+	if !ok || e.token != token {
+		return
 	}
-	a.mu.Unlock()
-}
-
-// token returns a token for scope, fetching it with fetch when none is
-// cached; concurrent callers share one fetch.
-func (a *auth) token(ctx context.Context, scope string, fetch func(context.Context) (tokenEntry, error)) (string, error) {
-	if t, ok := a.cached(scope); ok {
-		return t, nil
-	}
-	a.mu.Lock()
-	if e, ok := a.tokens[scope]; ok && a.now().Before(e.expires) {
-		a.mu.Unlock()
-		return e.token, nil
-	}
-	call, running := a.inflight[scope]
-	if !running {
-		call = &tokenCall{done: make(chan struct{})}
-		a.inflight[scope] = call
-	}
-	a.mu.Unlock()
-	if running {
-		select {
-		case <-call.done:
-			if call.err != nil {
-				return "", call.err
+	delete(a.tokens, scope)
+	if e.opaqueBatch {
+		a.batchOff = true
+		for s, o := range a.tokens {
+			if o.token == token {
+				delete(a.tokens, s)
 			}
-			return call.entry.token, nil
-		case <-ctx.Done():
-			return "", ctx.Err()
 		}
 	}
-	call.entry, call.err = fetch(ctx)
+}
+
+// batchLocked returns scope followed by announced scopes that have no
+// valid token and no request in flight, within the batch limits.
+func (a *auth) batchLocked(scope string) []string {
+	scopes, size := []string{scope}, len(scope)
+	now := a.now()
+	for s, seen := range a.expected {
+		if now.Sub(seen) > expectedTTL {
+			delete(a.expected, s)
+			continue
+		}
+		if len(scopes) == maxBatchScopes {
+			break
+		}
+		if s == scope || a.solo[s] || a.inflight[s] != nil || size+len(s) > maxBatchBytes {
+			continue
+		}
+		if _, ok := a.validLocked(s); ok {
+			continue
+		}
+		scopes, size = append(scopes, s), size+len(s)
+	}
+	return scopes
+}
+
+// token returns a token for scope, fetching one when none is cached;
+// concurrent callers share one fetch. With batch, the fetch also asks for
+// other announced scopes (batchLocked); a scope the token does not grant
+// is then asked for alone.
+func (a *auth) token(ctx context.Context, scope string, batch bool, fetch func(context.Context, []string) (tokenGrant, error)) (string, error) {
+	for {
+		a.mu.Lock()
+		if t, ok := a.validLocked(scope); ok {
+			a.mu.Unlock()
+			return t, nil
+		}
+		call, running := a.inflight[scope]
+		if !running {
+			scopes := []string{scope}
+			if batch && !a.batchOff && !a.solo[scope] {
+				scopes = a.batchLocked(scope)
+			}
+			call = &tokenCall{done: make(chan struct{}), scopes: scopes}
+			for _, s := range scopes {
+				a.inflight[s] = call
+			}
+		}
+		a.mu.Unlock()
+		if running {
+			select {
+			case <-call.done:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		} else {
+			a.finish(ctx, call, fetch)
+		}
+		switch {
+		case call.granted[scope]:
+			return call.token, nil
+		case call.err != nil && !call.alone:
+			return "", call.err
+		}
+		// Not granted by someone else's batch, or the batch was refused:
+		// the next round asks for scope alone (finish marked it).
+	}
+}
+
+// finish runs call's fetch and records its outcome for its waiters.
+func (a *auth) finish(ctx context.Context, call *tokenCall, fetch func(context.Context, []string) (tokenGrant, error)) {
+	g, err := fetch(ctx, call.scopes)
 	a.mu.Lock()
-	delete(a.inflight, scope)
-	if call.err == nil {
-		a.tokens[scope] = call.entry
+	defer func() {
+		a.mu.Unlock()
+		close(call.done)
+	}()
+	for _, s := range call.scopes {
+		delete(a.inflight, s)
 	}
-	a.mu.Unlock()
-	close(call.done)
-	if call.err != nil {
-		return "", call.err
+	batched := len(call.scopes) > 1
+	if err != nil {
+		call.err = err
+		if batched && batchRefused(err) {
+			a.batchOff, call.alone = true, true
+		}
+		return
 	}
-	return call.entry.token, nil
+	var granted map[string]bool
+	if g.scopes != nil {
+		granted = make(map[string]bool, len(g.scopes))
+		for _, s := range g.scopes {
+			granted[s] = true
+		}
+	}
+	call.token, call.granted = g.token, make(map[string]bool, len(call.scopes))
+	for i, s := range call.scopes {
+		// The caller's own scope takes the token whatever it grants, as
+		// a single-scope request does: the registry has the last word.
+		if i == 0 || granted == nil || granted[s] {
+			a.tokens[s] = tokenEntry{token: g.token, expires: g.expires, opaqueBatch: batched && granted == nil}
+			call.granted[s] = true
+		} else {
+			a.solo[s] = true
+		}
+	}
+}
+
+// batchRefused reports whether a token request for several scopes failed
+// in a way that one scope per request may not: a 4xx other than 401 (bad
+// credentials) and 429 (rate limited), such as 400 or 414 URI Too Long.
+func batchRefused(err error) bool {
+	var re *Error
+	return errors.As(err, &re) && re.Status >= 400 && re.Status < 500 &&
+		re.Status != http.StatusUnauthorized && re.Status != http.StatusTooManyRequests
+}
+
+// tokenScopes returns the pull scopes that the access claim of a JWT
+// token grants (the distribution token format: Docker Hub, Harbor, Quay,
+// GitLab), and false when tok is not such a JWT. The token is not
+// verified: this only decides which scopes to cache it for, and the
+// registry still judges every request.
+func tokenScopes(tok string) ([]string, bool) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return nil, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return nil, false
+	}
+	var claims struct {
+		Access *[]struct {
+			Type    string   `json:"type"`
+			Name    string   `json:"name"`
+			Actions []string `json:"actions"`
+		} `json:"access"`
+	}
+	if json.Unmarshal(payload, &claims) != nil || claims.Access == nil {
+		return nil, false
+	}
+	scopes := []string{}
+	for _, acc := range *claims.Access {
+		if acc.Type != "repository" || acc.Name == "" {
+			continue
+		}
+		for _, act := range acc.Actions {
+			if act == "pull" || act == "*" {
+				scopes = append(scopes, pullScope(acc.Name))
+				break
+			}
+		}
+	}
+	return scopes, true
 }
 
 // tokenResponse is the token endpoint's answer (distribution token spec;
@@ -295,10 +464,11 @@ func tokenLifetime(expiresIn int) time.Duration {
 	return ttl - margin
 }
 
-// tokenRequest builds the request for a token of scope from the realm of
+// tokenRequest builds the request for a token of scopes from the realm of
 // ch, with the credentials c: basic auth for a password, the OAuth2
-// refresh-token grant (POST) for an identity token, nothing when anonymous.
-func tokenRequest(ctx context.Context, ch challenge, scope string, c credentials) (*http.Request, error) {
+// refresh-token grant (POST, scopes space-separated) for an identity token,
+// nothing when anonymous.
+func tokenRequest(ctx context.Context, ch challenge, scopes []string, c credentials) (*http.Request, error) {
 	u, err := url.Parse(ch.realm)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("token realm %q is not an http(s) URL", ch.realm)
@@ -308,7 +478,7 @@ func tokenRequest(ctx context.Context, ch challenge, scope string, c credentials
 		if ch.service != "" {
 			form.Set("service", ch.service)
 		}
-		form.Set("scope", scope)
+		form.Set("scope", strings.Join(scopes, " "))
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(form.Encode()))
 		if err != nil {
 			return nil, err
@@ -320,7 +490,7 @@ func tokenRequest(ctx context.Context, ch challenge, scope string, c credentials
 	if ch.service != "" {
 		q.Set("service", ch.service)
 	}
-	q.Set("scope", scope)
+	q["scope"] = scopes
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {

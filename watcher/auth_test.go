@@ -57,7 +57,7 @@ func TestTokenLifetime(t *testing.T) {
 func TestTokenRequest(t *testing.T) {
 	ctx := context.Background()
 	ch := challenge{scheme: "bearer", realm: "https://auth.example/token?x=1", service: "reg"}
-	req, err := tokenRequest(ctx, ch, "repository:o/a:pull", credentials{username: "u", password: "p"})
+	req, err := tokenRequest(ctx, ch, []string{"repository:o/a:pull"}, credentials{username: "u", password: "p"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestTokenRequest(t *testing.T) {
 	if u, p, ok := req.BasicAuth(); !ok || u != "u" || p != "p" {
 		t.Errorf("basic token request auth = %q %q %v, want u p true", u, p, ok)
 	}
-	req, err = tokenRequest(ctx, ch, "repository:o/a:pull", credentials{identityToken: "refresh"})
+	req, err = tokenRequest(ctx, ch, []string{"repository:o/a:pull"}, credentials{identityToken: "refresh"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,11 +76,15 @@ func TestTokenRequest(t *testing.T) {
 	if req.Method != http.MethodPost || form.Get("grant_type") != "refresh_token" || form.Get("refresh_token") != "refresh" || form.Get("scope") != "repository:o/a:pull" {
 		t.Errorf("identity token request = %s %s, want POST with the refresh-token grant", req.Method, body)
 	}
-	req, _ = tokenRequest(ctx, ch, "repository:o/a:pull", credentials{})
+	req, _ = tokenRequest(ctx, ch, []string{"repository:o/a:pull"}, credentials{})
 	if req.Header.Get("Authorization") != "" {
 		t.Errorf("anonymous token request sends Authorization")
 	}
-	if _, err := tokenRequest(ctx, challenge{scheme: "bearer", realm: "file:///etc/passwd"}, "s", credentials{}); err == nil {
+	req, _ = tokenRequest(ctx, ch, []string{"repository:o/a:pull", "repository:o/b:pull"}, credentials{})
+	if got := req.URL.Query()["scope"]; len(got) != 2 || got[0] != "repository:o/a:pull" || got[1] != "repository:o/b:pull" {
+		t.Errorf("batch token request scopes = %q, want the scope parameter once per scope, in order", got)
+	}
+	if _, err := tokenRequest(ctx, challenge{scheme: "bearer", realm: "file:///etc/passwd"}, []string{"s"}, credentials{}); err == nil {
 		t.Errorf("tokenRequest accepted a file: realm")
 	}
 }
@@ -251,7 +255,7 @@ func TestStaticRegistryToken(t *testing.T) {
 	reg := tokenRegistry(t)
 	d := reg.MustPush(t, "demo/app:1", testImage(t, "x"))
 	// Get a token the way a CI system would hand one out.
-	req, _ := http.NewRequest(http.MethodGet, reg.URL()+"/token", nil)
+	req, _ := http.NewRequest(http.MethodGet, reg.URL()+"/token?scope=repository:demo/app:pull", nil)
 	req.SetBasicAuth(testUser, testPass)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

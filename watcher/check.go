@@ -68,6 +68,7 @@ func (r Result) HasUpdate() bool { return r.Err == nil && r.Change != ChangeNone
 // changes). A registry failure fails only the requests that need it.
 func (w *Watcher) Check(ctx context.Context, reqs []Request) []Result {
 	p := &pass{w: w, heads: map[string]*memo[manifestHead]{}, lists: map[string]*memo[[]string]{}, gets: map[string]*memo[manifestInfo]{}}
+	w.announce(reqs)
 	out := make([]Result, len(reqs))
 	var wg sync.WaitGroup
 	start := func(i int) {
@@ -91,6 +92,21 @@ func (w *Watcher) Check(ctx context.Context, reqs []Request) []Result {
 	}
 	wg.Wait()
 	return out
+}
+
+// announce tells the token cache of every endpoint the requests read from
+// which repositories the pass is about to read, so that one token request
+// can renew many of them.
+func (w *Watcher) announce(reqs []Request) {
+	byDomain := map[string][]string{}
+	for _, r := range reqs {
+		byDomain[r.Image.Domain] = append(byDomain[r.Image.Domain], pullScope(r.Image.Path))
+	}
+	for domain, scopes := range byDomain {
+		for _, e := range w.readEndpoints(domain) {
+			e.auth.expect(scopes)
+		}
+	}
 }
 
 // memo is one deduplicated registry operation of a pass.

@@ -69,10 +69,12 @@ func TestCheckCountsDedupTokensAndPagination(t *testing.T) {
 	}
 
 	for pass, wantCounts := range []counts{
-		// ping once; a token per repository; one HEAD per unique repo:tag
-		// (web:1.4, api:1.0.1, api:1.1.0, db:5); GETs only to validate the
-		// three candidates; 6 tags in pages of 2.
-		{ping: 1, token: 3, head: 4, get: 3, tags: 3, total: 14},
+		// ping once; one token for the three repositories (the pass
+		// announces them, so the first token request asks for all three);
+		// one HEAD per unique repo:tag (web:1.4, api:1.0.1, api:1.1.0,
+		// db:5); GETs only to validate the three candidates; 6 tags in
+		// pages of 2.
+		{ping: 1, token: 1, head: 4, get: 3, tags: 3, total: 12},
 		// later passes: no ping, tokens cached, candidates cached.
 		{ping: 0, token: 0, head: 4, get: 0, tags: 3, total: 7},
 	} {
@@ -288,11 +290,12 @@ func TestCheckTokensExpireAndAreRenewed(t *testing.T) {
 		{Key: "a", Image: ref(t, reg.Ref("demo/app:1")), Running: d, Policy: digestPolicy},
 		{Key: "b", Image: ref(t, reg.Ref("demo/other:1")), Running: d, Policy: digestPolicy},
 	}
-	// testenv issues 5-minute tokens; the watcher renews them 30 s early.
+	// testenv issues 5-minute tokens; the watcher renews them 30 s early,
+	// both repositories' in one request.
 	for _, step := range []struct {
 		advance    time.Duration
 		wantTokens int
-	}{{0, 2}, {4 * time.Minute, 0}, {2 * time.Minute, 2}, {time.Second, 0}} {
+	}{{0, 1}, {4 * time.Minute, 0}, {2 * time.Minute, 1}, {time.Second, 0}} {
 		clock.Add(int64(step.advance))
 		reg.Reset()
 		for _, r := range w.Check(ctxT(t), reqs) {

@@ -146,9 +146,11 @@ func (e *endpoint) authorize(ctx context.Context, repo string) (header, token st
 	ch := e.challenge()
 	switch ch.scheme {
 	case "bearer":
-		scope := "repository:" + repo + ":pull"
-		tok, err := e.auth.token(ctx, scope, func(ctx context.Context) (tokenEntry, error) {
-			return e.fetchToken(ctx, ch, scope, creds)
+		// Batches are asked for with GET; the OAuth2 grant of an identity
+		// token is left to one scope per request.
+		batch := creds.identityToken == ""
+		tok, err := e.auth.token(ctx, pullScope(repo), batch, func(ctx context.Context, scopes []string) (tokenGrant, error) {
+			return e.fetchToken(ctx, ch, scopes, creds)
 		})
 		if err != nil {
 			return "", "", err
@@ -162,15 +164,19 @@ func (e *endpoint) authorize(ctx context.Context, repo string) (header, token st
 	return "", "", nil
 }
 
-// fetchToken asks the token endpoint of ch for a token of scope.
-func (e *endpoint) fetchToken(ctx context.Context, ch challenge, scope string, creds credentials) (tokenEntry, error) {
-	subject := "registry " + e.host + " (token for " + strings.TrimSuffix(strings.TrimPrefix(scope, "repository:"), ":pull") + ")"
-	req, err := tokenRequest(ctx, ch, scope, creds)
+// fetchToken asks the token endpoint of ch for a token of scopes.
+func (e *endpoint) fetchToken(ctx context.Context, ch challenge, scopes []string, creds credentials) (tokenGrant, error) {
+	subject := "registry " + e.host + " (token for " + strings.TrimSuffix(strings.TrimPrefix(scopes[0], "repository:"), ":pull")
+	if len(scopes) > 1 {
+		subject += fmt.Sprintf(" and %d more repositories", len(scopes)-1)
+	}
+	subject += ")"
+	req, err := tokenRequest(ctx, ch, scopes, creds)
 	if err != nil {
-		return tokenEntry{}, &Error{Registry: e.host, Subject: subject, Kind: ErrInvalidResponse, Cause: err, Hint: hintFor(ErrInvalidResponse, e.host, "")}
+		return tokenGrant{}, &Error{Registry: e.host, Subject: subject, Kind: ErrInvalidResponse, Cause: err, Hint: hintFor(ErrInvalidResponse, e.host, "")}
 	}
 	if req.URL.Scheme == "http" && !creds.anonymous() && !e.insecure && !isLoopbackHost(req.URL.Host) {
-		return tokenEntry{}, &Error{Registry: e.host, Subject: subject, Kind: ErrInvalidResponse,
+		return tokenGrant{}, &Error{Registry: e.host, Subject: subject, Kind: ErrInvalidResponse,
 			Detail: "token endpoint " + req.URL.Host + " is plain HTTP",
 			Hint:   "refusing to send credentials unencrypted; set insecure: true for " + e.host + " only if you trust the network"}
 	}
@@ -187,13 +193,17 @@ func (e *endpoint) fetchToken(ctx context.Context, ch challenge, scope string, c
 	now := e.auth.now()
 	resp, err := e.do(ctx, c)
 	if err != nil {
-		return tokenEntry{}, err
+		return tokenGrant{}, err
 	}
 	tok, expiresIn, err := parseToken(resp.body)
 	if err != nil {
-		return tokenEntry{}, &Error{Registry: e.host, Subject: subject, Status: resp.status, Kind: ErrInvalidResponse, Cause: err, Hint: hintFor(ErrInvalidResponse, e.host, "")}
+		return tokenGrant{}, &Error{Registry: e.host, Subject: subject, Status: resp.status, Kind: ErrInvalidResponse, Cause: err, Hint: hintFor(ErrInvalidResponse, e.host, "")}
 	}
-	return tokenEntry{token: tok, expires: now.Add(tokenLifetime(expiresIn))}, nil
+	g := tokenGrant{token: tok, expires: now.Add(tokenLifetime(expiresIn))}
+	if granted, ok := tokenScopes(tok); ok {
+		g.scopes = granted
+	}
+	return g, nil
 }
 
 // do sends c, authorizing it, and retries 5xx, timeouts and network errors
@@ -274,7 +284,7 @@ func (e *endpoint) do(ctx context.Context, c call) (*response, error) {
 			}
 			if token != "" && !renewed {
 				// The token expired or was revoked early: get a new one, once.
-				e.auth.forget("repository:"+c.repo+":pull", token)
+				e.auth.forget(pullScope(c.repo), token)
 				renewed = true
 				attempt--
 				continue

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -314,23 +313,7 @@ func bodyOf(img v1.Image) (manifestBody, error) {
 // registry's HTTP/2 connection, 32 at a time.
 func putManifests(ctx context.Context, reg *testenv.Registry, n int, item func(int) (string, manifestBody)) error {
 	client := &http.Client{Transport: reg.Transport()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, reg.URL()+"/token", nil)
-	if err != nil {
-		return err
-	}
-	req.SetBasicAuth(registryUser, registryPass)
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("registry token: %w", err)
-	}
-	var tok struct {
-		Token string `json:"token"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&tok)
-	resp.Body.Close()
-	if err != nil || tok.Token == "" {
-		return fmt.Errorf("registry token: %v (empty token)", err)
-	}
+	token := reg.AdminToken()
 	jobs := make(chan int)
 	var (
 		wg       sync.WaitGroup
@@ -344,7 +327,7 @@ func putManifests(ctx context.Context, reg *testenv.Registry, n int, item func(i
 			for i := range jobs {
 				repoTag, m := item(i)
 				repo, tag, _ := strings.Cut(repoTag, ":")
-				err := putManifest(ctx, client, reg.URL()+"/v2/"+repo+"/manifests/"+tag, tok.Token, m)
+				err := putManifest(ctx, client, reg.URL()+"/v2/"+repo+"/manifests/"+tag, token, m)
 				if err != nil {
 					errMu.Lock()
 					firstErr = cmpErr(firstErr, err)

@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -54,7 +55,7 @@ type Registry struct {
 	mu        sync.Mutex
 	requests  []Request
 	conns     atomic.Int64
-	tokens    map[string]time.Time
+	tokens    map[string]grant
 	intercept func(w http.ResponseWriter, r *http.Request) bool
 	mw        func(http.Handler) http.Handler
 }
@@ -66,7 +67,17 @@ type registryOptions struct {
 	referrers   bool
 	tls         bool
 	tagPageSize int
+	firstScope  bool
+	opaque      bool
 	logf        func(format string, args ...any)
+}
+
+// grant is what one issued token allows: until when, and which
+// repositories (from the scopes it was asked for).
+type grant struct {
+	expires time.Time
+	repos   map[string]bool
+	all     bool // every repository (AdminToken)
 }
 
 // RegistryOption configures NewRegistry.
@@ -81,6 +92,19 @@ func WithTokenAuth(user, pass string) RegistryOption {
 // WithTokenTTL sets how long issued tokens are valid (default 5 minutes).
 func WithTokenTTL(d time.Duration) RegistryOption {
 	return func(o *registryOptions) { o.tokenTTL = d }
+}
+
+// WithFirstScopeOnly makes the token endpoint grant only the first scope
+// of a request that asks for several, as a registry that reads one scope
+// parameter does. By default every requested repository scope is granted.
+func WithFirstScopeOnly() RegistryOption {
+	return func(o *registryOptions) { o.firstScope = true }
+}
+
+// WithOpaqueTokens makes the token endpoint issue random opaque tokens
+// instead of JWTs that list their grants in an access claim.
+func WithOpaqueTokens() RegistryOption {
+	return func(o *registryOptions) { o.opaque = true }
 }
 
 // WithLatency delays every response by d, to emulate a remote registry.
@@ -129,7 +153,7 @@ func StartRegistry(opts ...RegistryOption) (*Registry, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	r := &Registry{opts: o, tokens: map[string]time.Time{}}
+	r := &Registry{opts: o, tokens: map[string]grant{}}
 	logger := log.New(io.Discard, "", 0)
 	if o.logf != nil {
 		logger = log.New(logWriter(o.logf), "registry: ", 0)
@@ -362,6 +386,8 @@ func (r *Registry) serve(inner http.Handler) http.Handler {
 	})
 }
 
+// authorized reports whether req carries a live token that grants the
+// repository its path names (any live token for paths without one).
 func (r *Registry) authorized(req *http.Request) bool {
 	tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
 	if !ok {
@@ -369,10 +395,47 @@ func (r *Registry) authorized(req *http.Request) bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	exp, ok := r.tokens[tok]
-	return ok && time.Now().Before(exp)
+	g, ok := r.tokens[tok]
+	if !ok || !time.Now().Before(g.expires) {
+		return false
+	}
+	repo := repoOf(req.URL.Path)
+	return repo == "" || g.all || g.repos[repo]
 }
 
+// AdminToken issues a bearer token valid for every repository until the
+// registry's token TTL runs out, for test set-up that writes to many
+// repositories (the token endpoint grants only the scopes asked for).
+func (r *Registry) AdminToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	tok := "admin-" + hex.EncodeToString(b)
+	r.mu.Lock()
+	r.tokens[tok] = grant{expires: time.Now().Add(r.opts.tokenTTL), all: true}
+	r.mu.Unlock()
+	return tok
+}
+
+// repoOf is the repository a distribution API path names ("" for the
+// ping and the catalog).
+func repoOf(path string) string {
+	rest, ok := strings.CutPrefix(path, "/v2/")
+	if !ok {
+		return ""
+	}
+	for _, marker := range []string{"/manifests/", "/blobs/", "/tags/", "/referrers/"} {
+		if i := strings.Index(rest, marker); i > 0 {
+			return rest[:i]
+		}
+	}
+	return ""
+}
+
+// serveToken issues a token for the repository scopes the request asks for
+// (several scope parameters are allowed, as in the distribution token
+// spec; only the first with WithFirstScopeOnly). The token is a JWT whose
+// access claim lists the grants, as Docker Hub's and distribution's are,
+// or opaque with WithOpaqueTokens; either way the registry looks it up.
 func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 	user, pass, ok := req.BasicAuth()
 	if r.opts.user != "" && (!ok || subtle.ConstantTimeCompare([]byte(user), []byte(r.opts.user)) != 1 ||
@@ -380,11 +443,39 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}`, http.StatusUnauthorized)
 		return
 	}
+	type access struct {
+		Type    string   `json:"type"`
+		Name    string   `json:"name"`
+		Actions []string `json:"actions"`
+	}
+	g := grant{expires: time.Now().Add(r.opts.tokenTTL), repos: map[string]bool{}}
+	grants := []access{}
+	for _, scope := range req.URL.Query()["scope"] {
+		typ, rest, ok1 := strings.Cut(scope, ":")
+		i := strings.LastIndex(rest, ":")
+		if !ok1 || typ != "repository" || i <= 0 {
+			continue
+		}
+		g.repos[rest[:i]] = true
+		grants = append(grants, access{Type: typ, Name: rest[:i], Actions: strings.Split(rest[i+1:], ",")})
+		if r.opts.firstScope {
+			break
+		}
+	}
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	tok := hex.EncodeToString(b)
+	if !r.opts.opaque {
+		enc := base64.RawURLEncoding
+		header, _ := json.Marshal(map[string]string{"typ": "JWT", "alg": "ES256", "kid": "testenv"})
+		claims, _ := json.Marshal(map[string]any{"iss": "testenv", "aud": "testenv", "jti": tok,
+			"exp": g.expires.Unix(), "iat": time.Now().Unix(), "access": grants})
+		sig := make([]byte, 64)
+		_, _ = rand.Read(sig)
+		tok = enc.EncodeToString(header) + "." + enc.EncodeToString(claims) + "." + enc.EncodeToString(sig)
+	}
 	r.mu.Lock()
-	r.tokens[tok] = time.Now().Add(r.opts.tokenTTL)
+	r.tokens[tok] = g
 	r.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{

@@ -1,0 +1,184 @@
+package watcher
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shipwatch/shipwatch/internal/testenv"
+)
+
+// batchEstate pushes n repositories (demo/r00:1 …) to reg and returns one
+// digest-policy request per repository, each running the pushed digest.
+func batchEstate(t *testing.T, reg *testenv.Registry, n int) []Request {
+	t.Helper()
+	img := testImage(t, "batch")
+	var reqs []Request
+	for i := range n {
+		name := fmt.Sprintf("demo/r%02d:1", i)
+		d := reg.MustPush(t, name, img)
+		reqs = append(reqs, Request{Key: name, Image: ref(t, reg.Ref(name)), Running: d, Policy: digestPolicy})
+	}
+	return reqs
+}
+
+// checkAll runs one pass and fails the test on any error or change.
+func checkAll(t *testing.T, w *Watcher, reqs []Request) {
+	t.Helper()
+	for _, r := range w.Check(ctxT(t), reqs) {
+		if r.Err != nil || r.Change != ChangeNone {
+			t.Fatalf("%s: change %s, err %v; want none, nil", r.Key, r.Change, r.Err)
+		}
+	}
+}
+
+// unauthorizedHeads counts the manifest requests the registry answered 401.
+func unauthorizedHeads(reg *testenv.Registry) int {
+	n := 0
+	for _, q := range reg.Requests() {
+		if q.Kind == "manifest" && q.Status == http.StatusUnauthorized {
+			n++
+		}
+	}
+	return n
+}
+
+// A pass's token renewals go out in batches of up to maxBatchScopes
+// repositories when the registry grants several scopes per token, as the
+// distribution token spec allows, and every request still succeeds.
+func TestTokensAreBatched(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []testenv.RegistryOption
+	}{
+		{"jwt", nil},
+		{"opaque", []testenv.RegistryOption{testenv.WithOpaqueTokens()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := tokenRegistry(t, tc.opts...)
+			reqs := batchEstate(t, reg, 30)
+			w := newWatcher(t, reg)
+			var clock atomic.Int64
+			clock.Store(time.Now().UnixNano())
+			w.now = func() time.Time { return time.Unix(0, clock.Load()) }
+			for pass, advance := range []time.Duration{0, 5 * time.Minute} {
+				clock.Add(int64(advance))
+				reg.Reset()
+				checkAll(t, w, reqs)
+				// 30 scopes: one batch of 25 and one of 5.
+				if got := reg.Count("", "token"); got != 2 {
+					t.Errorf("pass %d: %d token requests for 30 repositories, want 2", pass+1, got)
+				}
+				if got := unauthorizedHeads(reg); got != 0 {
+					t.Errorf("pass %d: %d manifest requests refused, want 0", pass+1, got)
+				}
+			}
+		})
+	}
+}
+
+// A registry that grants only the first scope of a request: with JWT
+// tokens the watcher reads the grants and asks for each other scope alone,
+// without a refused request; with opaque tokens it learns from the first
+// refusal and stops batching. Every check succeeds either way, and later
+// passes cost no more token requests than one per repository.
+func TestTokenBatchesFallBackToOneScope(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		opts      []testenv.RegistryOption
+		refusals  int // at most, first pass
+		firstPass int // token requests at most, first pass
+	}{
+		{"jwt", nil, 0, 10},
+		{"opaque", []testenv.RegistryOption{testenv.WithOpaqueTokens()}, 9, 11},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := tokenRegistry(t, append(tc.opts, testenv.WithFirstScopeOnly())...)
+			reqs := batchEstate(t, reg, 10)
+			w := newWatcher(t, reg)
+			var clock atomic.Int64
+			clock.Store(time.Now().UnixNano())
+			w.now = func() time.Time { return time.Unix(0, clock.Load()) }
+
+			reg.Reset()
+			checkAll(t, w, reqs)
+			if got := reg.Count("", "token"); got < 10 || got > tc.firstPass {
+				t.Errorf("first pass: %d token requests, want 10..%d", got, tc.firstPass)
+			}
+			if got := unauthorizedHeads(reg); got > tc.refusals {
+				t.Errorf("first pass: %d manifest requests refused, want at most %d", got, tc.refusals)
+			}
+
+			clock.Add(int64(5 * time.Minute))
+			reg.Reset()
+			checkAll(t, w, reqs)
+			if got := reg.Count("", "token"); got != 10 {
+				t.Errorf("after expiry: %d token requests, want 10 (one per repository)", got)
+			}
+			if got := unauthorizedHeads(reg); got != 0 {
+				t.Errorf("after expiry: %d manifest requests refused, want 0", got)
+			}
+		})
+	}
+}
+
+// A token endpoint that refuses a request with several scopes (here 414,
+// as a server with a short URL limit would) makes the watcher ask for one
+// scope per request from then on; no check fails.
+func TestTokenBatchRefusedByTheServer(t *testing.T) {
+	reg := tokenRegistry(t)
+	reqs := batchEstate(t, reg, 6)
+	var refused atomic.Int64
+	reg.Use(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/token" && len(r.URL.Query()["scope"]) > 1 {
+				refused.Add(1)
+				http.Error(w, "request URI too long", http.StatusRequestURITooLong)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	w := newWatcher(t, reg)
+	reg.Reset()
+	checkAll(t, w, reqs)
+	if refused.Load() != 1 {
+		t.Errorf("%d batch token requests refused, want 1 (then one scope per request)", refused.Load())
+	}
+	if got := reg.Count("", "token"); got != 7 {
+		t.Errorf("%d token requests, want 7 (the refused batch, then one per repository)", got)
+	}
+}
+
+func TestTokenScopes(t *testing.T) {
+	enc := base64.RawURLEncoding.EncodeToString
+	jwt := func(claims string) string {
+		return enc([]byte(`{"alg":"ES256"}`)) + "." + enc([]byte(claims)) + ".c2ln"
+	}
+	for _, tc := range []struct {
+		name   string
+		token  string
+		scopes []string
+		ok     bool
+	}{
+		{"grants", jwt(`{"access":[{"type":"repository","name":"o/a","actions":["pull"]},{"type":"repository","name":"o/b","actions":["push","pull"]},{"type":"repository","name":"o/c","actions":["push"]},{"type":"registry","name":"catalog","actions":["*"]},{"type":"repository","name":"o/d","actions":["*"]}]}`),
+			[]string{"repository:o/a:pull", "repository:o/b:pull", "repository:o/d:pull"}, true},
+		{"empty access", jwt(`{"access":[]}`), []string{}, true},
+		{"padded payload", enc([]byte(`{}`)) + "." + base64.URLEncoding.EncodeToString([]byte(`{"access":[{"type":"repository","name":"o/a","actions":["pull"]}]}`)) + ".x",
+			[]string{"repository:o/a:pull"}, true},
+		{"no access claim", jwt(`{"sub":"u"}`), nil, false},
+		{"opaque", "djE6b3JnL3JlcG86MTIz", nil, false},
+		{"not base64", "a.!!!.c", nil, false},
+		{"not JSON", jwt(`access`), nil, false},
+		{"access of the wrong type", jwt(`{"access":"all"}`), nil, false},
+	} {
+		got, ok := tokenScopes(tc.token)
+		if ok != tc.ok || !slices.Equal(got, tc.scopes) {
+			t.Errorf("%s: tokenScopes = %q, %v; want %q, %v", tc.name, got, ok, tc.scopes, tc.ok)
+		}
+	}
+}
