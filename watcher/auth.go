@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -190,6 +191,8 @@ type auth struct {
 	tokens    map[string]tokenEntry
 	inflight  map[string]*tokenCall
 	expected  map[string]time.Time // announced scopes → when last announced
+	order     []string             // the latest announcement, in the order its pass sends requests
+	pos       map[string]int       // scope → its index in order
 	solo      map[string]bool      // scopes a batch did not grant: asked for alone
 	batchOff  bool                 // the registry does not honour batches
 }
@@ -244,13 +247,16 @@ func (a *auth) credentials(ctx context.Context) (credentials, error) {
 	return c, nil
 }
 
-// expect announces scopes that a pass is about to read, so that a token
-// request for one of them can renew the others too.
+// expect announces scopes that a pass is about to read, in the order it
+// will read them, so that a token request for one of them can renew the
+// others too.
 func (a *auth) expect(scopes []string) {
 	a.mu.Lock()
 	now := a.now()
-	for _, s := range scopes {
+	a.order, a.pos = scopes, make(map[string]int, len(scopes))
+	for i, s := range scopes {
 		a.expected[s] = now
+		a.pos[s] = i
 	}
 	a.mu.Unlock()
 }
@@ -287,10 +293,28 @@ func (a *auth) forget(scope, token string) {
 }
 
 // batchLocked returns scope followed by announced scopes that have no
-// valid token and no request in flight, within the batch limits.
+// valid token and no request in flight, within the batch limits: first
+// the scopes that come after it in the latest announcement, so that a
+// batch serves requests sent close together (which then carry the same
+// Authorization header, and HTTP/2's header compression sends it once
+// instead of with every request), then any other announced scope.
 func (a *auth) batchLocked(scope string) []string {
 	scopes, size := []string{scope}, len(scope)
 	now := a.now()
+	take := func(s string) {
+		if s == scope || a.solo[s] || a.inflight[s] != nil || size+len(s) > maxBatchBytes {
+			return
+		}
+		if _, ok := a.validLocked(s); ok || slices.Contains(scopes, s) {
+			return
+		}
+		scopes, size = append(scopes, s), size+len(s)
+	}
+	if i, ok := a.pos[scope]; ok {
+		for k := 1; k < len(a.order) && len(scopes) < maxBatchScopes; k++ {
+			take(a.order[(i+k)%len(a.order)])
+		}
+	}
 	for s, seen := range a.expected {
 		if now.Sub(seen) > expectedTTL {
 			delete(a.expected, s)
@@ -299,13 +323,7 @@ func (a *auth) batchLocked(scope string) []string {
 		if len(scopes) == maxBatchScopes {
 			break
 		}
-		if s == scope || a.solo[s] || a.inflight[s] != nil || size+len(s) > maxBatchBytes {
-			continue
-		}
-		if _, ok := a.validLocked(s); ok {
-			continue
-		}
-		scopes, size = append(scopes, s), size+len(s)
+		take(s)
 	}
 	return scopes
 }

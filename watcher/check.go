@@ -68,39 +68,46 @@ func (r Result) HasUpdate() bool { return r.Err == nil && r.Change != ChangeNone
 // changes). A registry failure fails only the requests that need it.
 func (w *Watcher) Check(ctx context.Context, reqs []Request) []Result {
 	p := &pass{w: w, heads: map[string]*memo[manifestHead]{}, lists: map[string]*memo[[]string]{}, gets: map[string]*memo[manifestInfo]{}}
-	w.announce(reqs)
+	// Tag-following requests first: each is a chain (tag pages, then a
+	// HEAD), so starting them early keeps the chains off the pass's tail.
+	order := make([]int, 0, len(reqs))
+	for i, r := range reqs {
+		if r.Policy != nil && r.Policy.FollowsTags() {
+			order = append(order, i)
+		}
+	}
+	for i, r := range reqs {
+		if r.Policy == nil || !r.Policy.FollowsTags() {
+			order = append(order, i)
+		}
+	}
+	w.announce(reqs, order)
 	out := make([]Result, len(reqs))
 	var wg sync.WaitGroup
-	start := func(i int) {
+	for _, i := range order {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			out[i] = p.check(ctx, reqs[i])
 		}()
 	}
-	// Tag-following requests first: each is a chain (tag pages, then a
-	// HEAD), so starting them early keeps the chains off the pass's tail.
-	for i, r := range reqs {
-		if r.Policy != nil && r.Policy.FollowsTags() {
-			start(i)
-		}
-	}
-	for i, r := range reqs {
-		if r.Policy == nil || !r.Policy.FollowsTags() {
-			start(i)
-		}
-	}
 	wg.Wait()
 	return out
 }
 
 // announce tells the token cache of every endpoint the requests read from
-// which repositories the pass is about to read, so that one token request
-// can renew many of them.
-func (w *Watcher) announce(reqs []Request) {
+// which repositories the pass is about to read, in the order it starts
+// them, so that one token request can renew many of them.
+func (w *Watcher) announce(reqs []Request, order []int) {
 	byDomain := map[string][]string{}
-	for _, r := range reqs {
-		byDomain[r.Image.Domain] = append(byDomain[r.Image.Domain], pullScope(r.Image.Path))
+	seen := map[string]bool{}
+	for _, i := range order {
+		img := reqs[i].Image
+		scope := pullScope(img.Path)
+		if !seen[img.Domain+" "+scope] {
+			seen[img.Domain+" "+scope] = true
+			byDomain[img.Domain] = append(byDomain[img.Domain], scope)
+		}
 	}
 	for domain, scopes := range byDomain {
 		for _, e := range w.readEndpoints(domain) {
