@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -179,6 +180,43 @@ func TestTokenScopes(t *testing.T) {
 		got, ok := tokenScopes(tc.token)
 		if ok != tc.ok || !slices.Equal(got, tc.scopes) {
 			t.Errorf("%s: tokenScopes = %q, %v; want %q, %v", tc.name, got, ok, tc.scopes, tc.ok)
+		}
+	}
+}
+
+// A batch takes the scopes announced right after the one asked for, in
+// the pass's order, so that requests sent close together share a token.
+func TestTokenBatchFollowsTheAnnouncedOrder(t *testing.T) {
+	a := newAuth(nil, nil, "reg.example", time.Now)
+	var scopes []string
+	for i := range 40 {
+		scopes = append(scopes, pullScope(fmt.Sprintf("o/r%02d", i)))
+	}
+	a.expect(scopes)
+	var asked [][]string
+	fetch := func(_ context.Context, s []string) (tokenGrant, error) {
+		asked = append(asked, s)
+		return tokenGrant{token: fmt.Sprintf("t%d", len(asked)), expires: time.Now().Add(time.Minute)}, nil
+	}
+	if _, err := a.token(context.Background(), scopes[30], true, fetch); err != nil {
+		t.Fatal(err)
+	}
+	// From r30 on, wrapping round to the start of the announcement.
+	want := append(append([]string{}, scopes[30:]...), scopes[:15]...)
+	if len(asked) != 1 || !slices.Equal(asked[0], want) {
+		t.Fatalf("token requests asked for %q, want one for %q", asked, want)
+	}
+	// The next miss batches the rest; scopes with a token are left out.
+	if _, err := a.token(context.Background(), scopes[15], true, fetch); err != nil {
+		t.Fatal(err)
+	}
+	if len(asked) != 2 || !slices.Equal(asked[1], scopes[15:30]) {
+		t.Fatalf("second token request asked for %q, want %q", asked[1:], scopes[15:30])
+	}
+	for i, s := range scopes {
+		tok, ok := a.validLocked(s)
+		if wantTok := map[bool]string{true: "t1", false: "t2"}[i >= 30 || i < 15]; !ok || tok != wantTok {
+			t.Errorf("%s: cached token %q, %v; want %q", s, tok, ok, wantTok)
 		}
 	}
 }
