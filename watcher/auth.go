@@ -195,6 +195,7 @@ type auth struct {
 	pos       map[string]int       // scope → its index in order
 	solo      map[string]bool      // scopes a batch did not grant: asked for alone
 	batchOff  bool                 // the registry does not honour batches
+	onWait    func(scope string)   // tests: called when a caller starts waiting for another's request
 }
 
 func newAuth(explicit *credentials, kc authn.Keychain, resource string, now func() time.Time) *auth {
@@ -350,8 +351,12 @@ func (a *auth) token(ctx context.Context, scope string, batch bool, fetch func(c
 				a.inflight[s] = call
 			}
 		}
+		wait := a.onWait
 		a.mu.Unlock()
 		if running {
+			if wait != nil {
+				wait(scope)
+			}
 			select {
 			case <-call.done:
 			case <-ctx.Done():
@@ -363,11 +368,12 @@ func (a *auth) token(ctx context.Context, scope string, batch bool, fetch func(c
 		switch {
 		case call.granted[scope]:
 			return call.token, nil
-		case call.err != nil && !call.alone:
+		case call.err != nil && !call.alone && !(running && stoppedElsewhere(ctx, call.err)):
 			return "", call.err
 		}
-		// Not granted by someone else's batch, or the batch was refused:
-		// the next round asks for scope alone (finish marked it).
+		// Not granted by someone else's batch, the batch was refused (the
+		// next round asks for scope alone: finish marked it), or the
+		// caller that fetched was stopped while this one was not.
 	}
 }
 
@@ -408,6 +414,13 @@ func (a *auth) finish(ctx context.Context, call *tokenCall, fetch func(context.C
 			a.solo[s] = true
 		}
 	}
+}
+
+// stoppedElsewhere reports whether err, the error of a token request
+// another caller made, says that caller was cancelled while ctx still
+// runs: this caller then makes the request itself.
+func stoppedElsewhere(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && errors.Is(err, context.Canceled)
 }
 
 // batchRefused reports whether a token request for several scopes failed

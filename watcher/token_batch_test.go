@@ -3,6 +3,7 @@ package watcher
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -218,5 +219,50 @@ func TestTokenBatchFollowsTheAnnouncedOrder(t *testing.T) {
 		if wantTok := map[bool]string{true: "t1", false: "t2"}[i >= 30 || i < 15]; !ok || tok != wantTok {
 			t.Errorf("%s: cached token %q, %v; want %q", s, tok, ok, wantTok)
 		}
+	}
+}
+
+// A caller waiting for a token request that another, cancelled check made
+// is not failed by that cancellation: it asks again itself.
+func TestTokenWaiterOutlivesACancelledFetcher(t *testing.T) {
+	a := newAuth(nil, nil, "reg.example", time.Now)
+	a.expect([]string{"repository:o/a:pull", "repository:o/b:pull"})
+	started, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int64
+	fetch := func(ctx context.Context, s []string) (tokenGrant, error) {
+		if calls.Add(1) == 1 {
+			close(started)
+			<-release
+			return tokenGrant{}, &Error{Kind: ErrUnavailable, Cause: ctx.Err()}
+		}
+		return tokenGrant{token: "fresh", expires: time.Now().Add(time.Minute)}, nil
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	firstErr := make(chan error, 1)
+	go func() {
+		_, err := a.token(cancelled, "repository:o/a:pull", true, fetch)
+		firstErr <- err
+	}()
+	<-started
+	waiting := make(chan struct{})
+	a.mu.Lock()
+	a.onWait = func(string) { close(waiting) }
+	a.mu.Unlock()
+	waiterTok := make(chan string, 1)
+	go func() {
+		tok, err := a.token(context.Background(), "repository:o/b:pull", true, fetch)
+		if err != nil {
+			tok = "error: " + err.Error()
+		}
+		waiterTok <- tok
+	}()
+	<-waiting // the waiter joined the batch in flight, before it fails
+	cancel()
+	close(release)
+	if err := <-firstErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled caller: err %v, want context.Canceled", err)
+	}
+	if tok := <-waiterTok; tok != "fresh" {
+		t.Errorf("waiter got %q, want the token of its own request", tok)
 	}
 }
