@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/shipwatch/shipwatch/imageref"
 )
@@ -84,15 +85,47 @@ func (w *Watcher) Check(ctx context.Context, reqs []Request) []Result {
 	w.announce(reqs, order)
 	out := make([]Result, len(reqs))
 	var wg sync.WaitGroup
-	for _, i := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out[i] = p.check(ctx, reqs[i])
-		}()
+	for _, queue := range byDomain(reqs, order) {
+		// A few workers per registry instead of a goroutine per request:
+		// no more requests than the concurrency bound are in flight anyway,
+		// and a long-lived worker grows its stack once per pass, not once
+		// per request. Twice the bound keeps the bound busy while some
+		// workers decode or wait for a shared result; one registry per
+		// queue keeps a slow registry from holding the others' workers.
+		var next atomic.Int64
+		for range min(len(queue), 2*cap(w.global)) {
+			wg.Go(func() {
+				for {
+					k := int(next.Add(1)) - 1
+					if k >= len(queue) {
+						return
+					}
+					i := queue[k]
+					out[i] = p.check(ctx, reqs[i])
+				}
+			})
+		}
 	}
 	wg.Wait()
 	return out
+}
+
+// byDomain splits order into one queue per registry domain, each in the
+// order given.
+func byDomain(reqs []Request, order []int) [][]int {
+	var queues [][]int
+	index := map[string]int{}
+	for _, i := range order {
+		d := reqs[i].Image.Domain
+		q, ok := index[d]
+		if !ok {
+			q = len(queues)
+			index[d] = q
+			queues = append(queues, nil)
+		}
+		queues[q] = append(queues[q], i)
+	}
+	return queues
 }
 
 // announce tells the token cache of every endpoint the requests read from

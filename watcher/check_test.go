@@ -481,3 +481,58 @@ func TestMirrorsAreTriedFirst(t *testing.T) {
 		t.Errorf("origin HEADs = %d, want 1 after the mirror failed", n)
 	}
 }
+
+// A registry that answers slowly holds only its own checks: the checks of
+// another registry in the same pass go on. The slow registry's requests
+// are queued first and outnumber the workers a pass starts, so a pool
+// shared by all registries would be filled with them and the fast
+// registry would not be asked until the slow one let go.
+func TestSlowRegistryDoesNotHoldOtherRegistries(t *testing.T) {
+	slow, fast := testenv.NewRegistry(t), testenv.NewRegistry(t)
+	img := testImage(t, "x")
+	d := digestOf(t, img)
+	var reqs []Request
+	add := func(reg *testenv.Registry, n int) {
+		for i := range n {
+			name := fmt.Sprintf("demo/app%02d:1", i)
+			reg.MustPush(t, name, img)
+			reqs = append(reqs, Request{Key: reg.Host + "/" + name, Image: ref(t, reg.Ref(name)), Running: d, Policy: digestPolicy})
+		}
+	}
+	add(slow, 40)
+	add(fast, 5)
+	fastDone := make(chan struct{})
+	var fastHeads atomic.Int32
+	fast.Intercept(func(rw http.ResponseWriter, req *http.Request) bool {
+		if isManifest(req, http.MethodHead) && fastHeads.Add(1) == 5 {
+			close(fastDone)
+		}
+		return false
+	})
+	var starved atomic.Bool
+	var servedThen atomic.Int32
+	slow.Intercept(func(rw http.ResponseWriter, req *http.Request) bool {
+		if isManifest(req, http.MethodHead) && !starved.Load() {
+			select {
+			case <-fastDone:
+			case <-time.After(3 * time.Second):
+				if starved.CompareAndSwap(false, true) {
+					servedThen.Store(fastHeads.Load())
+				}
+			}
+		}
+		return false
+	})
+	w := newWatcher(t, slow, func(o *Options) {
+		o.Registries = []Registry{{Host: slow.Host, Concurrency: 1}, {Host: fast.Host}}
+		o.Concurrency = 4
+	})
+	for _, r := range w.Check(ctxT(t), reqs) {
+		if r.Err != nil {
+			t.Fatalf("%s: %v", r.Key, r.Err)
+		}
+	}
+	if starved.Load() {
+		t.Errorf("the fast registry's HEADs waited for the slow registry (%d of 5 served when the slow registry gave up waiting)", servedThen.Load())
+	}
+}
