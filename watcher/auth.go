@@ -377,13 +377,20 @@ func (a *auth) token(ctx context.Context, scope string, batch bool, fetch func(c
 	}
 }
 
-// finish runs call's fetch and records its outcome for its waiters.
+// finish runs call's fetch and records its outcome for its waiters. When
+// the registry granted a whole batch, the next batch of the announcement
+// is asked for at once, without waiting for a caller to need it (see
+// prefetchLocked).
 func (a *auth) finish(ctx context.Context, call *tokenCall, fetch func(context.Context, []string) (tokenGrant, error)) {
 	g, err := fetch(ctx, call.scopes)
 	a.mu.Lock()
+	var next *tokenCall
 	defer func() {
 		a.mu.Unlock()
 		close(call.done)
+		if next != nil {
+			go a.finish(ctx, next, fetch)
+		}
 	}()
 	for _, s := range call.scopes {
 		delete(a.inflight, s)
@@ -414,6 +421,36 @@ func (a *auth) finish(ctx context.Context, call *tokenCall, fetch func(context.C
 			a.solo[s] = true
 		}
 	}
+	if batched && len(call.granted) == len(call.scopes) {
+		next = a.prefetchLocked(call.scopes[0])
+	}
+}
+
+// prefetchLocked starts (registers as in flight) the token request for the
+// first scope after from in the latest announcement that has no token and
+// none on the way, batched as usual; nil when there is none. A pass's
+// checks reach the repositories in the announced order, so without this
+// every batch would be asked for only when the first check that needs it
+// got there, and the checks behind it would wait a token round trip each
+// time. Each prefetched batch that is granted whole starts the next, so
+// the token requests stay ahead of the checks.
+func (a *auth) prefetchLocked(from string) *tokenCall {
+	i, ok := a.pos[from]
+	if !ok || a.batchOff {
+		return nil
+	}
+	for k := 1; k < len(a.order); k++ {
+		s := a.order[(i+k)%len(a.order)]
+		if _, valid := a.validLocked(s); valid || a.solo[s] || a.inflight[s] != nil {
+			continue
+		}
+		call := &tokenCall{done: make(chan struct{}), scopes: a.batchLocked(s)}
+		for _, s := range call.scopes {
+			a.inflight[s] = call
+		}
+		return call
+	}
+	return nil
 }
 
 // stoppedElsewhere reports whether err, the error of a token request

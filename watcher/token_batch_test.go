@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -185,8 +186,42 @@ func TestTokenScopes(t *testing.T) {
 	}
 }
 
+// recordingFetch is a token fetch that records the scopes of every request
+// and grants them all (an opaque token per request: t1, t2, …).
+type recordingFetch struct {
+	mu    sync.Mutex
+	asked [][]string
+}
+
+func (f *recordingFetch) fetch(_ context.Context, s []string) (tokenGrant, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = append(f.asked, s)
+	return tokenGrant{token: fmt.Sprintf("t%d", len(f.asked)), expires: time.Now().Add(time.Minute)}, nil
+}
+
+func (f *recordingFetch) requests() [][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.asked)
+}
+
+// waitFor polls cond until it holds or a deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // A batch takes the scopes announced right after the one asked for, in
-// the pass's order, so that requests sent close together share a token.
+// the pass's order, so that requests sent close together share a token;
+// a batch granted whole makes the next batch be asked for at once, before
+// any caller needs it.
 func TestTokenBatchFollowsTheAnnouncedOrder(t *testing.T) {
 	a := newAuth(nil, nil, "reg.example", time.Now)
 	var scopes []string
@@ -194,31 +229,54 @@ func TestTokenBatchFollowsTheAnnouncedOrder(t *testing.T) {
 		scopes = append(scopes, pullScope(fmt.Sprintf("o/r%02d", i)))
 	}
 	a.expect(scopes)
-	var asked [][]string
-	fetch := func(_ context.Context, s []string) (tokenGrant, error) {
-		asked = append(asked, s)
-		return tokenGrant{token: fmt.Sprintf("t%d", len(asked)), expires: time.Now().Add(time.Minute)}, nil
-	}
-	if _, err := a.token(context.Background(), scopes[30], true, fetch); err != nil {
+	f := &recordingFetch{}
+	if _, err := a.token(context.Background(), scopes[30], true, f.fetch); err != nil {
 		t.Fatal(err)
 	}
 	// From r30 on, wrapping round to the start of the announcement.
 	want := append(append([]string{}, scopes[30:]...), scopes[:15]...)
-	if len(asked) != 1 || !slices.Equal(asked[0], want) {
-		t.Fatalf("token requests asked for %q, want one for %q", asked, want)
+	if asked := f.requests(); len(asked) == 0 || !slices.Equal(asked[0], want) {
+		t.Fatalf("token requests asked for %q, want the first for %q", asked, want)
 	}
-	// The next miss batches the rest; scopes with a token are left out.
-	if _, err := a.token(context.Background(), scopes[15], true, fetch); err != nil {
-		t.Fatal(err)
+	// The rest is asked for without a caller asking: the prefetch.
+	waitFor(t, "the prefetched batch", func() bool { return len(f.requests()) == 2 })
+	if tok, err := a.token(context.Background(), scopes[15], true, f.fetch); err != nil || tok != "t2" {
+		t.Fatalf("token for r15 = %q, %v; want the prefetched t2", tok, err)
 	}
-	if len(asked) != 2 || !slices.Equal(asked[1], scopes[15:30]) {
-		t.Fatalf("second token request asked for %q, want %q", asked[1:], scopes[15:30])
+	if asked := f.requests(); len(asked) != 2 || !slices.Equal(asked[1], scopes[15:30]) {
+		t.Fatalf("token requests %q, want the second for %q and no third", asked, scopes[15:30])
 	}
 	for i, s := range scopes {
 		tok, ok := a.validLocked(s)
 		if wantTok := map[bool]string{true: "t1", false: "t2"}[i >= 30 || i < 15]; !ok || tok != wantTok {
 			t.Errorf("%s: cached token %q, %v; want %q", s, tok, ok, wantTok)
 		}
+	}
+}
+
+// No batch is prefetched after one the registry did not grant whole: it
+// grants one scope per request, and a prefetch would cost a request
+// without saving one.
+func TestTokenPrefetchNeedsAWholeGrant(t *testing.T) {
+	a := newAuth(nil, nil, "reg.example", time.Now)
+	var scopes []string
+	for i := range 40 {
+		scopes = append(scopes, pullScope(fmt.Sprintf("o/r%02d", i)))
+	}
+	a.expect(scopes)
+	var calls atomic.Int64
+	fetch := func(_ context.Context, s []string) (tokenGrant, error) {
+		calls.Add(1)
+		return tokenGrant{token: "one", expires: time.Now().Add(time.Minute), scopes: s[:1]}, nil
+	}
+	if _, err := a.token(context.Background(), scopes[0], true, fetch); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	inflight := len(a.inflight)
+	a.mu.Unlock()
+	if n := calls.Load(); n != 1 || inflight != 0 {
+		t.Errorf("after a partial grant: %d token requests, %d scopes in flight; want 1 and 0", n, inflight)
 	}
 }
 
