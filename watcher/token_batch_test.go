@@ -218,17 +218,23 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// announcedAuth is a token cache with n scopes (o/r00 …) announced.
+func announcedAuth(n int) (*auth, []string) {
+	a := newAuth(nil, nil, "reg.example", time.Now)
+	var scopes []string
+	for i := range n {
+		scopes = append(scopes, pullScope(fmt.Sprintf("o/r%02d", i)))
+	}
+	a.expect(scopes)
+	return a, scopes
+}
+
 // A batch takes the scopes announced right after the one asked for, in
 // the pass's order, so that requests sent close together share a token;
 // a batch granted whole makes the next batch be asked for at once, before
 // any caller needs it.
 func TestTokenBatchFollowsTheAnnouncedOrder(t *testing.T) {
-	a := newAuth(nil, nil, "reg.example", time.Now)
-	var scopes []string
-	for i := range 40 {
-		scopes = append(scopes, pullScope(fmt.Sprintf("o/r%02d", i)))
-	}
-	a.expect(scopes)
+	a, scopes := announcedAuth(40)
 	f := &recordingFetch{}
 	if _, err := a.token(context.Background(), scopes[30], true, f.fetch); err != nil {
 		t.Fatal(err)
@@ -258,12 +264,7 @@ func TestTokenBatchFollowsTheAnnouncedOrder(t *testing.T) {
 // grants one scope per request, and a prefetch would cost a request
 // without saving one.
 func TestTokenPrefetchNeedsAWholeGrant(t *testing.T) {
-	a := newAuth(nil, nil, "reg.example", time.Now)
-	var scopes []string
-	for i := range 40 {
-		scopes = append(scopes, pullScope(fmt.Sprintf("o/r%02d", i)))
-	}
-	a.expect(scopes)
+	a, scopes := announcedAuth(40)
 	var calls atomic.Int64
 	fetch := func(_ context.Context, s []string) (tokenGrant, error) {
 		calls.Add(1)
