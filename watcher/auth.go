@@ -303,10 +303,7 @@ func (a *auth) batchLocked(scope string) []string {
 	scopes, size := []string{scope}, len(scope)
 	now := a.now()
 	take := func(s string) {
-		if s == scope || a.solo[s] || a.inflight[s] != nil || size+len(s) > maxBatchBytes {
-			return
-		}
-		if _, ok := a.validLocked(s); ok || slices.Contains(scopes, s) {
+		if s == scope || !a.needsTokenLocked(s) || size+len(s) > maxBatchBytes || slices.Contains(scopes, s) {
 			return
 		}
 		scopes, size = append(scopes, s), size+len(s)
@@ -346,10 +343,7 @@ func (a *auth) token(ctx context.Context, scope string, batch bool, fetch func(c
 			if batch && !a.batchOff && !a.solo[scope] {
 				scopes = a.batchLocked(scope)
 			}
-			call = &tokenCall{done: make(chan struct{}), scopes: scopes}
-			for _, s := range scopes {
-				a.inflight[s] = call
-			}
+			call = a.startLocked(scopes)
 		}
 		wait := a.onWait
 		a.mu.Unlock()
@@ -440,17 +434,28 @@ func (a *auth) prefetchLocked(from string) *tokenCall {
 		return nil
 	}
 	for k := 1; k < len(a.order); k++ {
-		s := a.order[(i+k)%len(a.order)]
-		if _, valid := a.validLocked(s); valid || a.solo[s] || a.inflight[s] != nil {
-			continue
+		if s := a.order[(i+k)%len(a.order)]; a.needsTokenLocked(s) {
+			return a.startLocked(a.batchLocked(s))
 		}
-		call := &tokenCall{done: make(chan struct{}), scopes: a.batchLocked(s)}
-		for _, s := range call.scopes {
-			a.inflight[s] = call
-		}
-		return call
 	}
 	return nil
+}
+
+// needsTokenLocked reports whether a batch may take scope: it has no valid
+// token, none on the way, and is not left to requests of its own.
+func (a *auth) needsTokenLocked(scope string) bool {
+	_, valid := a.validLocked(scope)
+	return !valid && !a.solo[scope] && a.inflight[scope] == nil
+}
+
+// startLocked registers a token request for scopes as in flight, so that
+// their callers wait for it; its fetch is run by finish.
+func (a *auth) startLocked(scopes []string) *tokenCall {
+	call := &tokenCall{done: make(chan struct{}), scopes: scopes}
+	for _, s := range scopes {
+		a.inflight[s] = call
+	}
+	return call
 }
 
 // stoppedElsewhere reports whether err, the error of a token request

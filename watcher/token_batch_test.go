@@ -206,18 +206,6 @@ func (f *recordingFetch) requests() [][]string {
 	return slices.Clone(f.asked)
 }
 
-// waitFor polls cond until it holds or a deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // announcedAuth is a token cache with n scopes (o/r00 …) announced.
 func announcedAuth(n int) (*auth, []string) {
 	a := newAuth(nil, nil, "reg.example", time.Now)
@@ -245,7 +233,10 @@ func TestTokenBatchFollowsTheAnnouncedOrder(t *testing.T) {
 		t.Fatalf("token requests asked for %q, want the first for %q", asked, want)
 	}
 	// The rest is asked for without a caller asking: the prefetch.
-	waitFor(t, "the prefetched batch", func() bool { return len(f.requests()) == 2 })
+	testenv.Eventually(t, 10*time.Second, time.Millisecond, func() (bool, string) {
+		asked := f.requests()
+		return len(asked) == 2, fmt.Sprintf("token requests %q, want a second, prefetched one", asked)
+	})
 	if tok, err := a.token(context.Background(), scopes[15], true, f.fetch); err != nil || tok != "t2" {
 		t.Fatalf("token for r15 = %q, %v; want the prefetched t2", tok, err)
 	}
