@@ -60,18 +60,22 @@ type Result struct {
 // Containers outside Compose and Swarm are returned as unmanaged targets with
 // the reason. An engine error is returned, never swallowed.
 func Discover(ctx context.Context, eng Engine) (Result, error) {
-	var res Result
 	info, err := eng.Info(ctx, client.InfoOptions{})
 	if err != nil {
-		return res, fmt.Errorf("engine info: %w", err)
+		return Result{}, fmt.Errorf("engine info: %w", err)
 	}
+	return discover(ctx, eng, info.Info.Swarm)
+}
+
+// discover is Discover once the engine's swarm state is known.
+func discover(ctx context.Context, eng Engine, sw swarm.Info) (Result, error) {
+	var res Result
 	compose, err := discoverContainers(ctx, eng)
 	if err != nil {
 		return res, err
 	}
 	res.Targets = append(res.Targets, compose...)
 
-	sw := info.Info.Swarm
 	switch {
 	case sw.LocalNodeState == swarm.LocalNodeStateActive && sw.ControlAvailable:
 		services, err := discoverServices(ctx, eng)
