@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"reflect"
 	"strings"
 	"time"
 
@@ -50,6 +51,16 @@ type Verifier interface {
 	Verify(ctx context.Context, image imageref.Ref) verify.Verdict
 }
 
+// TargetSource is where a pass gets the engine's targets from when it may
+// reuse an earlier discovery (implemented by *discovery.Cache).
+type TargetSource interface {
+	// Discover returns the targets; cached says they come from an earlier
+	// listing that no engine event has contradicted.
+	Discover(ctx context.Context) (res discovery.Result, cached bool, err error)
+	// Refresh lists the engine afresh.
+	Refresh(ctx context.Context) (discovery.Result, error)
+}
+
 // Deps are the parts a pass is made of. Build them once at start-up.
 type Deps struct {
 	Config    *config.Config
@@ -57,6 +68,9 @@ type Deps struct {
 	Watcher   Watcher
 	Verifier  Verifier
 	Deployers map[deployer.Kind]deployer.Deployer
+	// Targets, when set, may hand a pass an earlier discovery (the agent's
+	// event-invalidated *discovery.Cache); nil: every pass lists afresh.
+	Targets TargetSource
 	// Policies compiles effective policies; built once by NewPolicies.
 	Policies *Policies
 	Logger   zerolog.Logger
@@ -138,6 +152,10 @@ type Report struct {
 	Targets []TargetResult
 	Ignored []Ignored
 	Notes   []string
+	// ReusedDiscovery: the pass worked from an earlier discovery that the
+	// engine's events said still held. A pass that finds something to act
+	// on lists afresh first, so only a pass that acted on nothing says so.
+	ReusedDiscovery bool
 	// Schedules are the cron specs that enabled targets on the engine set
 	// for themselves (config or shipwatch.schedule label), each with one
 	// target that uses it, whether or not this pass worked on them: the
@@ -175,11 +193,11 @@ func Run(ctx context.Context, deps Deps, opts Options) (Report, error) {
 	rep := Report{Mode: opts.Mode, DryRun: opts.DryRun, Started: now()}
 	defer func() { rep.Took = now().Sub(rep.Started) }()
 
-	found, err := discovery.Discover(ctx, deps.Engine)
+	found, cached, err := discoverTargets(ctx, deps)
 	if err != nil {
-		return rep, fmt.Errorf("discover targets: %w", err)
+		return rep, err
 	}
-	rep.Notes = found.Notes
+	rep.Notes, rep.ReusedDiscovery = found.Notes, cached
 
 	work, ignored, schedules, err := selectTargets(deps, found.Targets, opts)
 	rep.Ignored, rep.Schedules = ignored, schedules
@@ -187,6 +205,21 @@ func Run(ctx context.Context, deps Deps, opts Options) (Report, error) {
 		return rep, err
 	}
 	results := watch(ctx, deps, work, opts)
+	if cached && hasCandidate(results) {
+		// Nothing is verified, gated, deployed or notified on the word of
+		// an earlier listing: list again, and when the engine has changed
+		// since (an event not yet seen), start over from what it says now.
+		fresh, err := deps.Targets.Refresh(ctx)
+		if err != nil {
+			return rep, fmt.Errorf("discover targets: %w", err)
+		}
+		rep.ReusedDiscovery = false
+		if !reflect.DeepEqual(fresh.Targets, found.Targets) {
+			deps.Logger.Debug().Msg("the engine changed since the reused discovery: the pass starts again from a fresh one")
+			deps.Targets = listed(fresh)
+			return Run(ctx, deps, opts)
+		}
+	}
 	preVerifyGates(deps, results, opts)
 	results = verifyAll(ctx, deps, results)
 	if opts.Mode == Check || opts.DryRun {
@@ -210,6 +243,38 @@ func Run(ctx context.Context, deps Deps, opts Options) (Report, error) {
 	rep.Took = now().Sub(rep.Started)
 	record(deps, rep)
 	return rep, nil
+}
+
+// discoverTargets lists the engine's targets, from deps.Targets when set.
+func discoverTargets(ctx context.Context, deps Deps) (found discovery.Result, cached bool, err error) {
+	if deps.Targets != nil {
+		found, cached, err = deps.Targets.Discover(ctx)
+	} else {
+		found, err = discovery.Discover(ctx, deps.Engine)
+	}
+	if err != nil {
+		return found, false, fmt.Errorf("discover targets: %w", err)
+	}
+	return found, cached, nil
+}
+
+// listed is a TargetSource that hands out one fresh discovery.
+type listed discovery.Result
+
+func (l listed) Discover(context.Context) (discovery.Result, bool, error) {
+	return discovery.Result(l), false, nil
+}
+
+func (l listed) Refresh(context.Context) (discovery.Result, error) { return discovery.Result(l), nil }
+
+// hasCandidate says whether the watch found anything the pass would act on.
+func hasCandidate(results []TargetResult) bool {
+	for _, r := range results {
+		if r.Outcome == "" && r.Candidate.Digest != "" {
+			return true
+		}
+	}
+	return false
 }
 
 type work struct {
@@ -320,9 +385,9 @@ type Enabled struct {
 // EnabledTargets discovers the targets and resolves their policies, without
 // asking any registry (the agent uses it to set up per-target schedules).
 func EnabledTargets(ctx context.Context, deps Deps) ([]Enabled, error) {
-	found, err := discovery.Discover(ctx, deps.Engine)
+	found, _, err := discoverTargets(ctx, deps)
 	if err != nil {
-		return nil, fmt.Errorf("discover targets: %w", err)
+		return nil, err
 	}
 	ws, _, _, err := selectTargets(deps, found.Targets, Options{})
 	if err != nil {
