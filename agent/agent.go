@@ -203,7 +203,8 @@ func (a *Agent) runPass(ctx context.Context, why string, filter func(deployer.Ta
 	a.log.Info().Str("trigger", why).Int("targets", len(rep.Targets)).
 		Int("updated", rep.Count(deployer.Updated)).Int("available", rep.Count(deployer.Available)).
 		Int("blocked", rep.Count(deployer.Blocked)).Int("rolled_back", rep.Count(deployer.RolledBack)).
-		Int("failed", rep.Count(deployer.Failed)).Str("took", rep.Took.Round(time.Millisecond).String()).Msg("pass done")
+		Int("failed", rep.Count(deployer.Failed)).Bool("reused_discovery", rep.ReusedDiscovery).
+		Str("took", rep.Took.Round(time.Millisecond).String()).Msg("pass done")
 }
 
 // syncSchedules registers the schedules that targets set for themselves

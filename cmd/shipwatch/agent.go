@@ -15,6 +15,7 @@ import (
 	"github.com/shipwatch/shipwatch/agent"
 	"github.com/shipwatch/shipwatch/api"
 	"github.com/shipwatch/shipwatch/config"
+	"github.com/shipwatch/shipwatch/discovery"
 	"github.com/shipwatch/shipwatch/metrics"
 	"github.com/shipwatch/shipwatch/notify"
 	"github.com/shipwatch/shipwatch/pass"
@@ -59,6 +60,12 @@ func (a *app) runAgent(ctx context.Context) error {
 	defer closeDeps()
 	deps.Metrics = m
 	deps.Self = selfContainerID()
+	// Passes reuse a discovery until the engine's events report a change.
+	var follow func(context.Context)
+	if ev, ok := deps.Engine.(discovery.Events); ok {
+		cache := discovery.NewCache(deps.Engine, ev, discovery.CacheOptions{Logger: log})
+		deps.Targets, follow = cache, cache.Follow
+	}
 
 	nopts := notifyOptions(cfg, log, store)
 	nopts.Metrics = m
@@ -87,6 +94,9 @@ func (a *app) runAgent(ctx context.Context) error {
 			return fmt.Errorf("API: %w", err)
 		}
 		g.Go(func() error { return srv.Run(gctx) })
+	}
+	if follow != nil {
+		g.Go(func() error { follow(gctx); return nil })
 	}
 	g.Go(func() error { return ag.Run(gctx) })
 	err = g.Wait()

@@ -161,9 +161,21 @@ func TestEngineAnswersDiscovery(t *testing.T) {
 		t.Errorf("got calls %s, want one container list and no unknown call", CallSummary(calls))
 	}
 
-	// A rollout the benchmark simulates shows on the next discovery.
+	// A rollout the benchmark simulates shows on the next discovery, and
+	// as a container event to whoever follows the engine's events.
+	stream := cli.Events(ctx, client.EventsListOptions{})
 	if !eng.SetDigest(svcs[0].ID(), d2) {
 		t.Fatalf("SetDigest(%s) = false, want true", svcs[0].ID())
+	}
+	select {
+	case m := <-stream.Messages:
+		if m.Type != "container" || m.Action != "start" {
+			t.Errorf("got event %s %s, want container start", m.Type, m.Action)
+		}
+	case err := <-stream.Err:
+		t.Errorf("event stream: %v", err)
+	case <-ctx.Done():
+		t.Errorf("no event after SetDigest")
 	}
 	if d := discover()[svcs[0].ID()+" "+svcs[0].Image]; d != d2 {
 		t.Errorf("after SetDigest: got digest %s, want %s", d, d2)
@@ -223,8 +235,13 @@ func TestBenchMachinery(t *testing.T) {
 	if idle.Window < 4*time.Second || idle.CPU < 0 || idle.Exit.CPU < idle.CPU {
 		t.Errorf("got window %s, CPU %s, exit %+v: want a window of two intervals and the kernel's account covering it", idle.Window, idle.CPU, idle.Exit)
 	}
-	if idle.EngineCallsPerPass["GET /containers/json"] <= 0 || idle.EngineCallsPerPass["unknown"] != 0 {
-		t.Errorf("got engine calls %v, want container lists and no unknown call", idle.EngineCallsPerPass)
+	if idle.EngineCallsPerPass["GET /info"] <= 0 || idle.EngineCallsPerPass["unknown"] != 0 {
+		t.Errorf("got engine calls %v, want engine info and no unknown call", idle.EngineCallsPerPass)
+	}
+	// The fake engine's event stream stays open and reports nothing: after
+	// the pass that follows its opening, passes reuse their discovery.
+	if p := idle.Passes[len(idle.Passes)-1]; !p.Reused || idle.EngineCallsPerPass["GET /containers/json"] >= 1 {
+		t.Errorf("got last pass %+v and engine calls %v, want the idle agent to reuse its discovery", p, idle.EngineCallsPerPass)
 	}
 	if idle.RegistryPerPass < 8 {
 		t.Errorf("got %.1f registry requests per pass, want at least one per image (8)", idle.RegistryPerPass)

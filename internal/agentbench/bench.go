@@ -145,6 +145,8 @@ type PassCounts struct {
 	Trigger                                                  string
 	Targets, Updated, Available, Blocked, RolledBack, Failed int
 	Took                                                     time.Duration
+	// Reused: the pass worked from an earlier discovery (no engine event since).
+	Reused bool
 }
 
 func passCounts(l Line) PassCounts {
@@ -152,6 +154,7 @@ func passCounts(l Line) PassCounts {
 	return PassCounts{
 		Trigger: l.Str("trigger"), Targets: l.Int("targets"), Updated: l.Int("updated"), Available: l.Int("available"),
 		Blocked: l.Int("blocked"), RolledBack: l.Int("rolled_back"), Failed: l.Int("failed"), Took: took,
+		Reused: l.Fields["reused_discovery"] == true,
 	}
 }
 

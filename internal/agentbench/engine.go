@@ -26,6 +26,7 @@ import (
 
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/api/types/storage"
@@ -68,8 +69,9 @@ type Engine struct {
 
 	mu       sync.Mutex
 	services []Service
-	byID     map[string]int // container ID or image ID → index
-	calls    map[string]int // route → count
+	byID     map[string]int                   // container ID or image ID → index
+	calls    map[string]int                   // route → count
+	subs     map[chan events.Message]struct{} // open /events streams
 	srv      *http.Server
 	ln       net.Listener
 	done     chan struct{}
@@ -77,7 +79,8 @@ type Engine struct {
 
 // NewEngine returns a fake engine for services (not yet serving).
 func NewEngine(services []Service) *Engine {
-	e := &Engine{WorkDir: "/nonexistent/agentbench", services: append([]Service(nil), services...), byID: map[string]int{}, calls: map[string]int{}}
+	e := &Engine{WorkDir: "/nonexistent/agentbench", services: append([]Service(nil), services...), byID: map[string]int{}, calls: map[string]int{},
+		subs: map[chan events.Message]struct{}{}}
 	for i, s := range e.services {
 		e.byID[containerID(s)] = i
 		e.byID[imageID(s)] = i
@@ -121,16 +124,66 @@ func (e *Engine) Close() error {
 
 // SetDigest makes the service with target ID id run digest from now on, as
 // if a rollout had replaced its container. It reports whether id exists.
+// Open event streams get the "start" event of the replacing container.
 func (e *Engine) SetDigest(id, digest string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for i := range e.services {
 		if e.services[i].ID() == id {
 			e.services[i].Digest = digest
+			now := time.Now()
+			m := events.Message{Type: events.ContainerEventType, Action: events.ActionStart, Scope: "local",
+				Actor: events.Actor{ID: containerID(e.services[i])}, Time: now.Unix(), TimeNano: now.UnixNano()}
+			for sub := range e.subs {
+				select {
+				case sub <- m:
+				default: // a stream that does not keep up is cut, as the engine does
+					close(sub)
+					delete(e.subs, sub)
+				}
+			}
 			return true
 		}
 	}
 	return false
+}
+
+// serveEvents streams events (GET /events) until the client goes.
+func (e *Engine) serveEvents(w http.ResponseWriter, r *http.Request) {
+	sub := make(chan events.Message, 64)
+	e.mu.Lock()
+	e.calls["GET /events"]++
+	e.subs[sub] = struct{}{}
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		if _, ok := e.subs[sub]; ok {
+			delete(e.subs, sub)
+		}
+		e.mu.Unlock()
+	}()
+	h := w.Header()
+	h.Set("Api-Version", EngineAPIVersion)
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case m, ok := <-sub:
+			if !ok || enc.Encode(m) != nil {
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+	}
 }
 
 // Calls returns how many requests each route served since the last
@@ -158,6 +211,10 @@ var versionPrefix = regexp.MustCompile(`^/v[0-9]+\.[0-9]+/`)
 
 func (e *Engine) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	path := versionPrefix.ReplaceAllString(r.URL.Path, "/")
+	if path == "/events" && r.Method == http.MethodGet {
+		e.serveEvents(w, r)
+		return
+	}
 	route, body, code := e.route(r, path)
 	e.mu.Lock()
 	e.calls[route]++
@@ -231,7 +288,8 @@ func (e *Engine) info() system.Info {
 		Driver: "overlay2", ServerVersion: "20.10.24", OperatingSystem: "Debian GNU/Linux 12 (bookworm)",
 		OSType: "linux", Architecture: "x86_64", NCPU: 2, MemTotal: 24 << 30, CgroupDriver: "systemd",
 		CgroupVersion: "2", LoggingDriver: "json-file", DockerRootDir: "/var/lib/docker",
-		Swarm: swarm.Info{LocalNodeState: swarm.LocalNodeStateInactive},
+		Swarm:      swarm.Info{LocalNodeState: swarm.LocalNodeStateInactive},
+		SystemTime: time.Now().Format(time.RFC3339Nano),
 	}
 }
 

@@ -131,7 +131,14 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 		}
 		for _, i := range r.Idle {
 			p("")
-			p("`%s` engine calls per pass: %s.", i.Schedule, formatCalls(i.EngineCallsPerPass))
+			reused := 0
+			for _, ps := range i.Passes {
+				if ps.Reused {
+					reused++
+				}
+			}
+			p("`%s` engine calls per pass: %s; %d of %d passes reused the previous discovery (no engine event since).",
+				i.Schedule, formatCalls(i.EngineCallsPerPass), reused, len(i.Passes))
 			if len(i.Errors) > 0 {
 				p("Agent errors: %s.", strings.Join(i.Errors, "; "))
 			}
