@@ -3,7 +3,6 @@ package discovery_test
 import (
 	"context"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -36,11 +35,7 @@ func TestCacheFollowsTheRealEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	upstream := "/var/run/docker.sock"
-	if h := os.Getenv("DOCKER_HOST"); strings.HasPrefix(h, "unix://") {
-		upstream = strings.TrimPrefix(h, "unix://")
-	}
-	proxy, err := faults.NewEngineProxy(dir, upstream)
+	proxy, err := faults.NewEngineProxy(dir, faults.EngineSocket())
 	if err != nil {
 		t.Fatal(err)
 	}

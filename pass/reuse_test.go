@@ -37,6 +37,16 @@ func keep(t *testing.T, f *fixture) *keptSource {
 	return src
 }
 
+// offered is a fixture whose one service the registry offers a verified
+// new digest for.
+func offered(t *testing.T) *fixture {
+	f := newFixture(t, "")
+	f.service("web", "1.4", nil)
+	f.offer("web", "1.4", dNew)
+	f.v.decisions[dNew] = verify.Allowed
+	return f
+}
+
 func TestReusedDiscoveryIsListedAgainBeforeActing(t *testing.T) {
 	t.Run("nothing to act on", func(t *testing.T) {
 		f := newFixture(t, "")
@@ -52,10 +62,7 @@ func TestReusedDiscoveryIsListedAgainBeforeActing(t *testing.T) {
 		}
 	})
 	t.Run("the engine still agrees", func(t *testing.T) {
-		f := newFixture(t, "")
-		f.service("web", "1.4", nil)
-		f.offer("web", "1.4", dNew)
-		f.v.decisions[dNew] = verify.Allowed
+		f := offered(t)
 		src := keep(t, f)
 		rep, err := Run(context.Background(), f.deps, Options{Mode: Agent})
 		if err != nil {
@@ -67,10 +74,7 @@ func TestReusedDiscoveryIsListedAgainBeforeActing(t *testing.T) {
 		}
 	})
 	t.Run("the engine changed unseen", func(t *testing.T) {
-		f := newFixture(t, "")
-		f.service("web", "1.4", nil)
-		f.offer("web", "1.4", dNew)
-		f.v.decisions[dNew] = verify.Allowed
+		f := offered(t)
 		src := keep(t, f)
 		s := f.eng.services["web"] // updated by hand since the kept listing
 		s.digest = dNew

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -49,6 +50,15 @@ func NewEngineProxy(dir, upstream string) (*EngineProxy, error) {
 	p := &EngineProxy{upstream: upstream, sock: sock, ln: ln, conns: map[net.Conn]net.Conn{}}
 	go p.accept()
 	return p, nil
+}
+
+// EngineSocket is the path of the engine's unix socket: DOCKER_HOST's when
+// it names one, the default otherwise.
+func EngineSocket() string {
+	if h := os.Getenv("DOCKER_HOST"); strings.HasPrefix(h, "unix://") {
+		return strings.TrimPrefix(h, "unix://")
+	}
+	return "/var/run/docker.sock"
 }
 
 // Host is the DOCKER_HOST value that routes a client through the proxy.

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -171,11 +170,7 @@ func NewEnv(t *testing.T, seed int64, platform Platform, bin string, opts Option
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	e.Dir = dir
 	if opts.EngineProxy {
-		upstream := "/var/run/docker.sock"
-		if h := os.Getenv("DOCKER_HOST"); strings.HasPrefix(h, "unix://") {
-			upstream = strings.TrimPrefix(h, "unix://")
-		}
-		e.Proxy, err = NewEngineProxy(dir, upstream)
+		e.Proxy, err = NewEngineProxy(dir, EngineSocket())
 		if err != nil {
 			t.Fatal(err)
 		}
