@@ -12,6 +12,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/shipwatch/shipwatch/config"
 	"github.com/shipwatch/shipwatch/imageref"
 	"github.com/shipwatch/shipwatch/internal/testenv"
 )
@@ -363,6 +364,25 @@ func TestCheckOverHTTP2UsesOneConnection(t *testing.T) {
 		if got := w.Stats().Sub(before).NewConns; got != wantConns {
 			t.Errorf("pass %d: Stats.NewConns = %d, want %d", pass+1, got, wantConns)
 		}
+	}
+}
+
+// TestConnectionsOutliveTheDefaultSchedule: with Go's 90 s default, each
+// pass of an agent on its default schedule dialled a new TLS connection.
+func TestConnectionsOutliveTheDefaultSchedule(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.WithTLS())
+	w := newWatcher(t, reg)
+	rt, ok := w.newTransport(reg.Host, 4).(*http.Transport)
+	if !ok {
+		t.Fatalf("the registry transport is a %T, want an *http.Transport", rt)
+	}
+	sched, err := config.CronParser.Parse(config.Default().Schedule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if interval := sched.Next(now).Sub(now); rt.IdleConnTimeout <= interval {
+		t.Errorf("idle connections are kept %s, want longer than the default schedule's %s between passes", rt.IdleConnTimeout, interval)
 	}
 }
 
