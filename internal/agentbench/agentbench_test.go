@@ -243,6 +243,9 @@ func TestBenchMachinery(t *testing.T) {
 	if p := idle.Passes[len(idle.Passes)-1]; !p.Reused || idle.EngineCallsPerPass["GET /containers/json"] >= 1 {
 		t.Errorf("got last pass %+v and engine calls %v, want the idle agent to reuse its discovery", p, idle.EngineCallsPerPass)
 	}
+	if idle.ConnsPerPass != 0 {
+		t.Errorf("got %.1f new registry connections per pass, want the first pass's connection reused", idle.ConnsPerPass)
+	}
 	if idle.RegistryPerPass < 8 {
 		t.Errorf("got %.1f registry requests per pass, want at least one per image (8)", idle.RegistryPerPass)
 	}

@@ -54,6 +54,8 @@ type IdleResult struct {
 	// by route and registry requests.
 	EngineCallsPerPass map[string]float64
 	RegistryPerPass    float64
+	// ConnsPerPass are the registry connections the agent opened per pass.
+	ConnsPerPass float64
 	// Exit is the kernel's account of the agent's whole life.
 	Exit Usage
 	// Errors are error-level lines the agent logged.
@@ -175,6 +177,7 @@ func (b *Bench) Idle(ctx context.Context, opts IdleOptions) (res IdleResult, err
 		res.EngineCallsPerPass[k] = float64(v) / float64(len(res.Passes))
 	}
 	res.RegistryPerPass = float64(len(b.Fixture.Registry.Requests())) / float64(len(res.Passes))
+	res.ConnsPerPass = float64(b.Fixture.Registry.Conns()) / float64(len(res.Passes))
 	res.Errors = r.agent.Errors(0)
 	return res, nil
 }

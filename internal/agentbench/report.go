@@ -137,8 +137,8 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 					reused++
 				}
 			}
-			p("`%s` engine calls per pass: %s; %d of %d passes reused the previous discovery (no engine event since).",
-				i.Schedule, formatCalls(i.EngineCallsPerPass), reused, len(i.Passes))
+			p("`%s` engine calls per pass: %s; %d of %d passes reused the previous discovery (no engine event since); %.1f new registry connections per pass.",
+				i.Schedule, formatCalls(i.EngineCallsPerPass), reused, len(i.Passes), i.ConnsPerPass)
 			if len(i.Errors) > 0 {
 				p("Agent errors: %s.", strings.Join(i.Errors, "; "))
 			}
