@@ -57,8 +57,8 @@ func (s Service) ID() string { return "compose/" + s.Project + "/" + s.Name }
 
 // Engine is a fake Docker Engine API serving the read-only calls of
 // discovery (ping, version, info, container list and inspect, image list
-// and inspect)
-// for a fixed set of Compose services. Any other call is answered 404 and
+// and inspect) and the event stream that tells the agent's discovery cache
+// about changes, for a fixed set of Compose services. Any other call is answered 404 and
 // counted under "unknown", so a benchmark can tell when the agent did
 // something the fake does not model. It is safe for concurrent use.
 type Engine struct {
@@ -157,9 +157,7 @@ func (e *Engine) serveEvents(w http.ResponseWriter, r *http.Request) {
 	e.mu.Unlock()
 	defer func() {
 		e.mu.Lock()
-		if _, ok := e.subs[sub]; ok {
-			delete(e.subs, sub)
-		}
+		delete(e.subs, sub)
 		e.mu.Unlock()
 	}()
 	h := w.Header()
