@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/shipwatch/shipwatch/discovery"
+	"github.com/shipwatch/shipwatch/engine"
 	"github.com/shipwatch/shipwatch/internal/faults"
 	"github.com/shipwatch/shipwatch/internal/testenv"
 )
@@ -40,13 +41,13 @@ func TestCacheFollowsTheRealEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = proxy.Close() })
-	pcli, err := client.New(client.WithHost(proxy.Host()), client.WithAPIVersionNegotiation())
+	ctx := testenv.Context(t, 2*time.Minute)
+	pcli, err := engine.Connect(ctx, proxy.Host()) // as the agent connects
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pcli.Close() })
 
-	ctx := testenv.Context(t, 2*time.Minute)
 	fctx, stop := context.WithCancel(ctx)
 	c := discovery.NewCache(pcli, pcli, discovery.CacheOptions{Logger: zerolog.Nop()})
 	done := make(chan struct{})
