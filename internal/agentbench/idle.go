@@ -50,6 +50,9 @@ type IdleResult struct {
 	// AnonMedian and FileMedian split the median sample's resident set.
 	AnonMedian, FileMedian int64
 	Samples                int
+	// Series is every sample of the window, in order, the first pass's
+	// end (the window's start) first.
+	Series []Sample
 	// Per scheduled pass, averaged over the window: fake-engine calls
 	// by route and registry requests.
 	EngineCallsPerPass map[string]float64
@@ -163,6 +166,7 @@ func (b *Bench) Idle(ctx context.Context, opts IdleOptions) (res IdleResult, err
 	res.Window = last.At.Sub(s0.At)
 	res.CPU = last.CPU - s0.CPU
 	res.Samples = len(samples)
+	res.Series = append([]Sample{s0}, samples...)
 	sort.Slice(samples, func(i, j int) bool { return samples[i].RSS < samples[j].RSS })
 	if n := len(samples); n > 0 {
 		med := samples[n/2]
