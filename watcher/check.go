@@ -68,7 +68,7 @@ func (r Result) HasUpdate() bool { return r.Err == nil && r.Change != ChangeNone
 // a fetched manifest is never fetched again (content under a digest never
 // changes). A registry failure fails only the requests that need it.
 func (w *Watcher) Check(ctx context.Context, reqs []Request) []Result {
-	p := &pass{w: w, heads: map[string]*memo[manifestHead]{}, lists: map[string]*memo[[]string]{}, gets: map[string]*memo[manifestInfo]{}}
+	p := &pass{w: w, heads: map[string]*memo[manifestHead]{}, lists: map[string]*memo[*tagList]{}, gets: map[string]*memo[manifestInfo]{}}
 	// Tag-following requests first: each is a chain (tag pages, then a
 	// HEAD), so starting them early keeps the chains off the pass's tail.
 	order := make([]int, 0, len(reqs))
@@ -167,7 +167,7 @@ type pass struct {
 	w     *Watcher
 	mu    sync.Mutex
 	heads map[string]*memo[manifestHead]
-	lists map[string]*memo[[]string]
+	lists map[string]*memo[*tagList]
 	gets  map[string]*memo[manifestInfo]
 }
 
@@ -186,12 +186,44 @@ func (p *pass) head(ctx context.Context, ref imageref.Ref, tag string) (manifest
 	return memoFor(&p.mu, p.heads, ref.Repo()+":"+tag).do(func() (manifestHead, error) { return p.w.head(ctx, ref, tag) })
 }
 
-func (p *pass) tags(ctx context.Context, ref imageref.Ref) ([]string, error) {
-	return memoFor(&p.mu, p.lists, ref.Repo()).do(func() ([]string, error) { return p.w.tags(ctx, ref) })
+func (p *pass) tags(ctx context.Context, ref imageref.Ref) (*tagList, error) {
+	return memoFor(&p.mu, p.lists, ref.Repo()).do(func() (*tagList, error) { return p.w.tags(ctx, ref) })
 }
 
 func (p *pass) manifest(ctx context.Context, ref imageref.Ref, d string) (manifestInfo, error) {
 	return memoFor(&p.mu, p.gets, d).do(func() (manifestInfo, error) { return p.w.manifest(ctx, ref, d) })
+}
+
+// selectTag applies pol to ref's running tag and, for a tag-following
+// policy, to its repository's tags. A selection is kept between checks
+// with the digest of the tag list it came from: an unchanged list (the
+// usual case) is then neither decoded nor selected from again.
+func (p *pass) selectTag(ctx context.Context, pol *Policy, ref imageref.Ref) (Selection, error) {
+	if !pol.FollowsTags() {
+		sel, err := pol.Select(ref.Tag, nil)
+		if err != nil {
+			return sel, fmt.Errorf("%s: %w", ref, err)
+		}
+		return sel, nil
+	}
+	list, err := p.tags(ctx, ref)
+	if err != nil {
+		return Selection{}, err
+	}
+	key := selectionKey{repo: ref.Repo(), running: ref.Tag, policy: pol}
+	if sel, ok := p.w.selected.get(key, list.sum); ok {
+		return sel, nil
+	}
+	tags, err := list.decode()
+	if err != nil {
+		return Selection{}, err
+	}
+	sel, err := pol.Select(ref.Tag, tags)
+	if err != nil {
+		return sel, fmt.Errorf("%s: %w", ref, err)
+	}
+	p.w.selected.put(key, list.sum, sel)
+	return sel, nil
 }
 
 // check decides one request. The result starts as a failure and becomes
@@ -226,16 +258,9 @@ func (p *pass) check(ctx context.Context, req Request) Result {
 	if err := pol.CheckRunning(ref.Tag); err != nil {
 		return fail(fmt.Errorf("%s: %w", ref, err))
 	}
-	var tags []string
-	if pol.FollowsTags() {
-		var err error
-		if tags, err = p.tags(ctx, ref); err != nil {
-			return fail(err)
-		}
-	}
-	sel, err := pol.Select(ref.Tag, tags)
+	sel, err := p.selectTag(ctx, pol, ref)
 	if err != nil {
-		return fail(fmt.Errorf("%s: %w", ref, err))
+		return fail(err)
 	}
 	if sel.Tag == "" {
 		res.Reason = sel.Reason

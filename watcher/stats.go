@@ -16,6 +16,9 @@ type Stats struct {
 	Errors        int64 // operations that failed after retries
 	NewConns      int64 // connections opened (as net/http reports them)
 	CacheHits     int64 // manifest GETs saved by the digest cache
+	// SelectionsReused counts tag-following checks whose tag list was
+	// byte for byte the one of their previous selection, which was kept.
+	SelectionsReused int64
 }
 
 // Sub returns s - o, field by field.
@@ -25,6 +28,7 @@ func (s Stats) Sub(o Stats) Stats {
 		ManifestHeads: s.ManifestHeads - o.ManifestHeads, ManifestGets: s.ManifestGets - o.ManifestGets,
 		TagPages: s.TagPages - o.TagPages, Retries: s.Retries - o.Retries, RateLimited: s.RateLimited - o.RateLimited,
 		Errors: s.Errors - o.Errors, NewConns: s.NewConns - o.NewConns, CacheHits: s.CacheHits - o.CacheHits,
+		SelectionsReused: s.SelectionsReused - o.SelectionsReused,
 	}
 }
 
@@ -56,5 +60,6 @@ func (w *Watcher) Stats() Stats {
 		ManifestHeads: c.heads.Load(), ManifestGets: c.gets.Load(), TagPages: c.tagPages.Load(),
 		Retries: c.retries.Load(), RateLimited: c.rateLimited.Load(), Errors: c.errors.Load(),
 		NewConns: c.newConns.Load(), CacheHits: c.cacheHits.Load(),
+		SelectionsReused: w.selected.reused.Load(),
 	}
 }

@@ -2,34 +2,97 @@ package watcher
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 )
 
-// Bounds on tag listing: a page body, the pages and the tags of one
-// repository. Real repositories stay far below (a few thousand tags).
+// Bounds on tag listing: a page body, all the pages, the pages and the
+// tags of one repository. Real repositories stay far below (a few
+// thousand tags).
 const (
 	maxTagPageSize = 4 << 20
+	maxTagBytes    = 16 << 20
 	maxTagPages    = 1000
 	maxTags        = 100_000
 	tagPageRequest = 1000 // n= asked per page; registries answer with at most their own maximum
 )
 
-// listTags lists every tag of repo, following Link pagination (RFC 8288,
-// distribution spec "Listing Tags"). Links must stay on this registry.
-func (e *endpoint) listTags(ctx context.Context, repo string) ([]string, error) {
+// tagList is a repository's tag list as the registry sent it: the page
+// bodies and a digest of them. The pages are decoded on first use, so a
+// check whose list is byte for byte the one its previous selection came
+// from (see selections) neither decodes nor selects again.
+type tagList struct {
+	sum   [sha256.Size]byte
+	pages []tagPage
+	bad   func(status int, kind error, detail string, cause error) error
+
+	once sync.Once
+	tags []string
+	err  error
+}
+
+type tagPage struct {
+	status int
+	body   []byte
+}
+
+// decode returns the tags of every page, in order.
+func (l *tagList) decode() ([]string, error) {
+	l.once.Do(func() {
+		var tags []string
+		var page struct {
+			Tags []string `json:"tags"`
+		}
+		for _, p := range l.pages {
+			page.Tags = page.Tags[:0]
+			if err := json.Unmarshal(p.body, &page); err != nil {
+				l.err = l.bad(p.status, ErrInvalidResponse, "tag list is not valid JSON (truncated?)", err)
+				return
+			}
+			tags = append(tags, page.Tags...)
+			if len(tags) > maxTags {
+				l.err = l.bad(p.status, ErrTooLarge, fmt.Sprintf("more than %d tags", maxTags), nil)
+				return
+			}
+		}
+		l.tags, l.pages = tags, nil
+	})
+	return l.tags, l.err
+}
+
+// addPage adds one page's body to the list's digest, length first so
+// that no two sequences of pages hash alike.
+func addPage(h hash.Hash, body []byte) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(body)))
+	h.Write(n[:])
+	h.Write(body)
+}
+
+// listTags fetches every page of repo's tag list, following Link
+// pagination (RFC 8288, distribution spec "Listing Tags"). Links must stay
+// on this registry. The pages are decoded by the tagList, when needed.
+func (e *endpoint) listTags(ctx context.Context, repo string) (*tagList, error) {
 	subject := e.host + "/" + repo + " (tag list)"
 	next := fmt.Sprintf("/v2/%s/tags/list?n=%d", repo, tagPageRequest)
 	seen := map[string]bool{}
-	var tags []string
-	bad := func(status int, kind error, detail string, cause error) ([]string, error) {
+	list := &tagList{bad: func(status int, kind error, detail string, cause error) error {
 		e.stats.errors.Add(1)
-		return nil, &Error{Registry: e.host, Subject: subject, Status: status, Kind: kind, Detail: detail, Cause: cause, Hint: hintFor(kind, e.host, repo)}
+		return &Error{Registry: e.host, Subject: subject, Status: status, Kind: kind, Detail: detail, Cause: cause, Hint: hintFor(kind, e.host, repo)}
+	}}
+	bad := func(status int, kind error, detail string, cause error) (*tagList, error) {
+		return nil, list.bad(status, kind, detail, cause)
 	}
+	sum := sha256.New()
+	size := 0
 	for next != "" {
 		if len(seen) >= maxTagPages {
 			return bad(0, ErrTooLarge, fmt.Sprintf("more than %d pages", maxTagPages), nil)
@@ -44,16 +107,11 @@ func (e *endpoint) listTags(ctx context.Context, repo string) ([]string, error) 
 			}
 			return nil, err
 		}
-		var page struct {
-			Tags []string `json:"tags"`
+		if size += len(resp.body); size > maxTagBytes {
+			return bad(resp.status, ErrTooLarge, fmt.Sprintf("more than %d MiB of tags", maxTagBytes>>20), nil)
 		}
-		if err := json.Unmarshal(resp.body, &page); err != nil {
-			return bad(resp.status, ErrInvalidResponse, "tag list is not valid JSON (truncated?)", err)
-		}
-		tags = append(tags, page.Tags...)
-		if len(tags) > maxTags {
-			return bad(resp.status, ErrTooLarge, fmt.Sprintf("more than %d tags", maxTags), nil)
-		}
+		addPage(sum, resp.body)
+		list.pages = append(list.pages, tagPage{status: resp.status, body: resp.body})
 		next, err = nextLink(resp.header.Values("Link"), resp.url)
 		if err != nil {
 			return bad(resp.status, ErrInvalidResponse, "bad Link header", err)
@@ -62,7 +120,8 @@ func (e *endpoint) listTags(ctx context.Context, repo string) ([]string, error) 
 			return bad(resp.status, ErrInvalidResponse, "tag pagination loops", nil)
 		}
 	}
-	return tags, nil
+	sum.Sum(list.sum[:0])
+	return list, nil
 }
 
 // nextLink returns the absolute URL of the rel="next" link, "" when there

@@ -105,6 +105,7 @@ type Watcher struct {
 	cas       map[string]*x509.CertPool
 	stats     counters
 	manifests *manifestCache
+	selected  selections
 	retry     retryPolicy
 	now       func() time.Time
 
@@ -441,8 +442,8 @@ func (w *Watcher) manifest(ctx context.Context, ref imageref.Ref, d string) (man
 }
 
 // tags lists the tags of ref's repository, mirrors first.
-func (w *Watcher) tags(ctx context.Context, ref imageref.Ref) ([]string, error) {
-	return readThrough(ctx, w, ref.Domain, func(e *endpoint) ([]string, error) { return e.listTags(ctx, ref.Path) })
+func (w *Watcher) tags(ctx context.Context, ref imageref.Ref) (*tagList, error) {
+	return readThrough(ctx, w, ref.Domain, func(e *endpoint) (*tagList, error) { return e.listTags(ctx, ref.Path) })
 }
 
 // readThrough runs op on the mirrors of domain in order and then on the
