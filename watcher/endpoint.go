@@ -42,6 +42,9 @@ type endpoint struct {
 	chMu sync.Mutex
 	ch   challenge
 
+	bearerMu sync.Mutex
+	bearers  []string // the latest "Bearer <token>" headers, newest last
+
 	pauseMu    sync.Mutex
 	pauseUntil time.Time // after a 429: no request before this
 }
@@ -155,13 +158,36 @@ func (e *endpoint) authorize(ctx context.Context, repo string) (header, token st
 		if err != nil {
 			return "", "", err
 		}
-		return "Bearer " + tok, tok, nil
+		return e.bearer(tok), tok, nil
 	case "basic":
 		if creds.username != "" || creds.password != "" {
 			return creds.basicHeader(), "", nil
 		}
 	}
 	return "", "", nil
+}
+
+// bearerKept is how many Authorization headers bearer keeps: a pass's
+// requests use a few batch tokens at a time.
+const bearerKept = 8
+
+// bearer returns "Bearer " + tok, built once per token rather than once
+// per request (a batch token is a few KB).
+func (e *endpoint) bearer(tok string) string {
+	e.bearerMu.Lock()
+	defer e.bearerMu.Unlock()
+	for i := len(e.bearers) - 1; i >= 0; i-- {
+		if h := e.bearers[i]; len(h) == len(tok)+len("Bearer ") && h[len("Bearer "):] == tok {
+			return h
+		}
+	}
+	h := "Bearer " + tok
+	if len(e.bearers) == bearerKept {
+		copy(e.bearers, e.bearers[1:])
+		e.bearers = e.bearers[:bearerKept-1]
+	}
+	e.bearers = append(e.bearers, h)
+	return h
 }
 
 // fetchToken asks the token endpoint of ch for a token of scopes.
