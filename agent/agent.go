@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -86,7 +85,8 @@ func New(opts Options) (*Agent, error) {
 // has the configured grace to finish or roll back) and returns.
 func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info().Str("schedule", a.cfg.Schedule).Str("state", a.store.Path()).Msg("agent starting")
-	if err := a.recover(ctx); err != nil {
+	defer collector.start()()
+	if err := a.recoverWork(ctx); err != nil {
 		return fmt.Errorf("recover interrupted rollouts: %w", err)
 	}
 	sched := cron.New(cron.WithParser(config.CronParser))
@@ -112,6 +112,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.startPass(ctx, "approval:"+id, "approval", func(t deployer.Target, _ config.Effective) bool { return t.ID == id })
 		}
 	}
+}
+
+// recoverWork is recover as work in flight (see collector).
+func (a *Agent) recoverWork(ctx context.Context) error {
+	defer collector.work()()
+	return a.recover(ctx)
 }
 
 // addSchedule registers spec (once); global selects the targets without a
@@ -174,11 +180,9 @@ func (a *Agent) startPass(ctx context.Context, key, why string, filter func(depl
 	go func() {
 		defer a.wg.Done()
 		defer flag.Store(false)
-		// The agent idles between passes: hand the pass's garbage back to
-		// the system now instead of keeping the heap at its peak until the
-		// next pass (a forced GC of a heap of a few MB: milliseconds; see
-		// docs/benchmarks/agent.md).
-		defer debug.FreeOSMemory()
+		// The agent idles between passes: the pass's garbage goes back to
+		// the system when it ends, and the collector idles (collector.go).
+		defer collector.work()()
 		for ctx.Err() == nil {
 			a.runPass(ctx, why, filter)
 			a.mu.Lock()

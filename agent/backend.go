@@ -24,6 +24,7 @@ func (a *Agent) History(_ context.Context, target string, limit int) ([]state.En
 
 // Check is POST /v1/check: a plan, nothing deployed.
 func (a *Agent) Check(ctx context.Context, targets []string) (any, error) {
+	defer collector.work()()
 	rep, err := pass.Run(ctx, a.deps, pass.Options{Mode: pass.Check, Targets: targets})
 	if err != nil {
 		return nil, apiError(err)
@@ -37,6 +38,7 @@ func (a *Agent) Rollout(ctx context.Context, req api.RolloutRequest) (any, error
 	if req.Target == "" {
 		return nil, fmt.Errorf("%w: target is required", api.ErrInvalid)
 	}
+	defer collector.work()()
 	rep, err := pass.Run(ctx, a.deps, pass.Options{Mode: pass.Rollout, Targets: []string{req.Target}, To: req.To, DryRun: req.DryRun, AllowDrift: req.AllowDrift})
 	if err != nil {
 		return nil, apiError(err)
@@ -47,6 +49,7 @@ func (a *Agent) Rollout(ctx context.Context, req api.RolloutRequest) (any, error
 
 // Rollback is POST /v1/rollbacks.
 func (a *Agent) Rollback(ctx context.Context, target, to string) (any, error) {
+	defer collector.work()()
 	r, err := pass.Rollback(ctx, a.deps, target, to)
 	if err != nil {
 		return nil, apiError(err)
