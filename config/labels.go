@@ -36,15 +36,14 @@ func LabelPolicyOf(labels map[string]string) (Policy, *bool, error) {
 	var pol Policy
 	var enable *bool
 	v := validator{}
-	keys := make([]string, 0, len(labels))
+	var keys []string // shipwatch's, sorted: a Compose container has many others
 	for k := range labels {
-		keys = append(keys, k)
+		if strings.HasPrefix(k, "shipwatch.") && !strings.HasPrefix(k, "shipwatch.test") {
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if !strings.HasPrefix(k, "shipwatch.") || strings.HasPrefix(k, "shipwatch.test") {
-			continue
-		}
 		val := labels[k]
 		p := "label " + k
 		switch k {

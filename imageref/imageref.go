@@ -88,12 +88,19 @@ func (r Ref) String() string {
 }
 
 // Familiar prints the reference as a user would type it ("nginx:1.27").
+// A parsed reference is already normalized, so this is the inverse of
+// Docker's normalization (as reference.FamiliarString does it) without
+// parsing the reference again: Docker Hub's domain and the "library/" of
+// its official images are left out.
 func (r Ref) Familiar() string {
-	named, err := reference.ParseNormalizedNamed(r.String())
-	if err != nil {
+	if r.Domain != "docker.io" {
 		return r.String()
 	}
-	return reference.FamiliarString(named)
+	f := r.String()[len("docker.io/"):]
+	if rest, ok := strings.CutPrefix(f, "library/"); ok && !strings.Contains(r.Path[len("library/"):], "/") {
+		f = rest
+	}
+	return f
 }
 
 // Tagged is the reference with its tag and without digest: "repo:tag".

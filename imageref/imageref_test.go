@@ -3,6 +3,8 @@ package imageref
 import (
 	"errors"
 	"testing"
+
+	"github.com/distribution/reference"
 )
 
 func TestParse(t *testing.T) {
@@ -32,6 +34,31 @@ func TestParse(t *testing.T) {
 		}
 		if got := r.Familiar(); got != tt.familiar {
 			t.Errorf("Parse(%q).Familiar() = %s, want %s", tt.in, got, tt.familiar)
+		}
+	}
+}
+
+// TestFamiliarIsDockersFamiliarString: Familiar formats without parsing
+// again; Docker's reference package is the oracle.
+func TestFamiliarIsDockersFamiliarString(t *testing.T) {
+	const dig = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for _, in := range []string{
+		"nginx", "library/nginx:1", "docker.io/library/nginx:1@" + dig, "index.docker.io/library/nginx",
+		"library/a/b:1", "docker.io/libraryx/app:2", "user/app:1", "user/library/app", "docker.io/user/app@" + dig,
+		"ghcr.io/library/app:1", "localhost:5000/library/app", "registry-1.docker.io/library/nginx",
+		"127.0.0.1:5000/demo/app:1@" + dig, "example.com:443/a/b/c:v1.2.3-alpine",
+	} {
+		r, err := Parse(in)
+		if err != nil {
+			t.Errorf("Parse(%q): %v", in, err)
+			continue
+		}
+		named, err := reference.ParseNormalizedNamed(r.String())
+		if err != nil {
+			t.Fatalf("reference.ParseNormalizedNamed(%q): %v", r.String(), err)
+		}
+		if got, want := r.Familiar(), reference.FamiliarString(named); got != want {
+			t.Errorf("Parse(%q).Familiar() = %s, want %s", in, got, want)
 		}
 	}
 }
