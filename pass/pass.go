@@ -286,7 +286,7 @@ type work struct {
 // select. It also returns the schedules of the enabled targets, before
 // opts.Filter (see Report.Schedules).
 func selectTargets(deps Deps, targets []deployer.Target, opts Options) ([]work, []Ignored, map[string]string, error) {
-	var out []work
+	out := make([]work, 0, len(targets))
 	var ignored []Ignored
 	schedules := map[string]string{}
 	for _, t := range targets {
