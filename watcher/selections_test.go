@@ -5,6 +5,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/shipwatch/shipwatch/internal/testenv"
 )
 
 // TestSelectionIsKeptWhileTheTagListIsUnchanged: a tag-following check
@@ -67,4 +69,37 @@ func TestSelectionIsKeptWhileTheTagListIsUnchanged(t *testing.T) {
 	wantFailed(t, checkOne(t, w, reg.Ref("demo/app:1.0.0"), running, pol), ErrInvalidResponse)
 	broken.Store(false)
 	check("1.0.0", running, pol, "1.2.0", 1)
+}
+
+// TestMirrorWithABrokenTagListFallsBackToTheRegistry: a mirror's tag list
+// is decoded before it is taken, so a broken one is passed over as a
+// mirror that does not answer would be.
+func TestMirrorWithABrokenTagListFallsBackToTheRegistry(t *testing.T) {
+	origin := tokenRegistry(t)
+	mirror := testenv.NewRegistry(t)
+	for _, tag := range []string{"1.0.0", "1.1.0"} {
+		img := testImage(t, tag)
+		origin.MustPush(t, "demo/app:"+tag, img)
+		mirror.MustPush(t, "demo/app:"+tag, img)
+	}
+	running := digestOf(t, testImage(t, "1.0.0"))
+	w := newWatcher(t, origin, func(o *Options) {
+		o.Registries[0].Mirrors = []string{"http://" + mirror.Host}
+	})
+	mirror.Intercept(func(rw http.ResponseWriter, req *http.Request) bool {
+		if req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, "/tags/list") {
+			_, _ = rw.Write([]byte(`{"name":"demo/app","tags":[`))
+			return true
+		}
+		return false
+	})
+	origin.Reset()
+	pol := MustCompilePolicy(PolicySpec{Mode: ModeSemver})
+	r := checkOne(t, w, origin.Ref("demo/app:1.0.0"), running, pol)
+	if r.Err != nil || r.Candidate.Tag != "1.1.0" {
+		t.Fatalf("broken mirror list: candidate %q, err %v; want 1.1.0 from the registry's list", r.Candidate.Tag, r.Err)
+	}
+	if n := origin.Count(http.MethodGet, "tags"); n != 1 {
+		t.Errorf("registry tag-list GETs = %d, want 1 after the mirror's broken list", n)
+	}
 }

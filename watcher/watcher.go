@@ -441,9 +441,21 @@ func (w *Watcher) manifest(ctx context.Context, ref imageref.Ref, d string) (man
 	return m, nil
 }
 
-// tags lists the tags of ref's repository, mirrors first.
+// tags lists the tags of ref's repository, mirrors first. A mirror's list
+// is decoded at once, so that a mirror serving a broken list is passed
+// over for the next endpoint like a mirror that fails to answer.
 func (w *Watcher) tags(ctx context.Context, ref imageref.Ref) (*tagList, error) {
-	return readThrough(ctx, w, ref.Domain, func(e *endpoint) (*tagList, error) { return e.listTags(ctx, ref.Path) })
+	eps := w.readEndpoints(ref.Domain)
+	origin := eps[len(eps)-1]
+	return readThrough(ctx, w, ref.Domain, func(e *endpoint) (*tagList, error) {
+		l, err := e.listTags(ctx, ref.Path)
+		if err == nil && e != origin {
+			if _, err := l.decode(); err != nil {
+				return nil, err
+			}
+		}
+		return l, err
+	})
 }
 
 // readThrough runs op on the mirrors of domain in order and then on the
