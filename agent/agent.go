@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -84,8 +85,9 @@ func New(opts Options) (*Agent, error) {
 // hints until ctx ends; it then waits for the pass in flight (whose rollout
 // has the configured grace to finish or roll back) and returns.
 func (a *Agent) Run(ctx context.Context) error {
-	a.log.Info().Str("schedule", a.cfg.Schedule).Str("state", a.store.Path()).Msg("agent starting")
+	defer procs.start()()
 	defer collector.start()()
+	a.log.Info().Str("schedule", a.cfg.Schedule).Str("state", a.store.Path()).Int("procs", runtime.GOMAXPROCS(0)).Msg("agent starting")
 	if err := a.recoverWork(ctx); err != nil {
 		return fmt.Errorf("recover interrupted rollouts: %w", err)
 	}

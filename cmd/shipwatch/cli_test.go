@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -139,6 +140,9 @@ verify:
 		code, out, _ := runCLI(t, nil, "--config", cfg, "status")
 		return code == exitOK && strings.Contains(out, "waits for approval"), out
 	})
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set && runtime.GOMAXPROCS(0) != 1 {
+		t.Errorf("while the agent runs GOMAXPROCS is %d, want 1 (agent/procs.go)", runtime.GOMAXPROCS(0))
+	}
 
 	code, out, errOut := runCLI(t, nil, "--config", cfg, "rollout", target, "--dry-run")
 	if code != exitOK || !strings.Contains(errOut, "asking the running agent") || !strings.Contains(out, "would deploy") {
