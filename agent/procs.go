@@ -11,8 +11,8 @@ import (
 // another thread for nearly every response that arrives and hands
 // goroutines from thread to thread; on a virtual machine each of those
 // wake-ups is a costly context switch. On the benchmark machine a pass
-// over 1000 images took as long on one P as on two and used about a fifth
-// less CPU (docs/benchmarks/agent.md, "One processor").
+// over 1000 images took as long on one P as on two and used a fifth to a
+// third less CPU (docs/benchmarks/agent.md, "One processor").
 //
 // So while an agent runs, GOMAXPROCS is 1. An operator who sets
 // GOMAXPROCS keeps exactly that; when the last agent in the process
