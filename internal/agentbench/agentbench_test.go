@@ -12,6 +12,7 @@ import (
 
 	"github.com/shipwatch/shipwatch/discovery"
 	"github.com/shipwatch/shipwatch/engine"
+	"github.com/shipwatch/shipwatch/internal/testenv"
 )
 
 func TestParseStatus(t *testing.T) {
@@ -199,8 +200,8 @@ func TestEngineAnswersDiscovery(t *testing.T) {
 // asserts what the phases observed, never how fast anything was: timings
 // on a shared test machine are no verdict.
 func TestBenchMachinery(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the shipwatch binary (about a minute)")
+	if testing.Short() && !testenv.InCI() {
+		t.Skip("builds and runs the shipwatch binary (about a minute; skipped with -short outside CI)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
