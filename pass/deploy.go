@@ -93,6 +93,7 @@ func deployOne(ctx context.Context, deps Deps, r *TargetResult, opts Options) {
 	dctx, cancel := graceContext(ctx, deps.RolloutGrace)
 	defer cancel()
 	log := deps.Logger.With().Str("target", r.Target.ID).Logger()
+	ended := false // the journal ended with the outcome's record
 	if deps.Store != nil {
 		j := state.Journal{Target: r.Target.ID, Kind: string(r.Target.Kind), From: r.Target.Digest, FromImage: r.Target.Image.String(), To: r.Candidate.String(), Step: "start"}
 		if err := deps.Store.BeginJournal(j); err != nil {
@@ -101,6 +102,9 @@ func deployOne(ctx context.Context, deps Deps, r *TargetResult, opts Options) {
 			return
 		}
 		defer func() {
+			if ended {
+				return
+			}
 			if err := deps.Store.EndJournal(r.Target.ID); err != nil {
 				log.Error().Err(err).Msg("end rollout journal")
 			}
@@ -136,11 +140,11 @@ func deployOne(ctx context.Context, deps Deps, r *TargetResult, opts Options) {
 	if r.Warning != "" {
 		r.Reason += "; " + r.Warning
 	}
-	// Persist the outcome before the journal ends (deferred above): an
-	// agent killed in between would otherwise leave a rollout that nothing
-	// records — no journal to recover, no history, no high-water mark.
+	// The outcome and the end of the journal are one write: an agent
+	// killed before it finds the journal and reconciles; after it, the
+	// history, quarantine and high-water mark are all there.
 	if deps.Store != nil {
-		persist(deps, opts.Mode, *r)
+		ended = persist(deps, opts.Mode, *r, true)
 	}
 }
 

@@ -15,13 +15,11 @@ import (
 // Store is the part of the state store a pass uses (implemented by *state.Store).
 type Store interface {
 	IsQuarantined(target, digest string) (state.Quarantined, bool, error)
-	Quarantine(q state.Quarantined) error
 	HighWater(target string) (state.Mark, bool, error)
-	SetHighWater(target string, m state.Mark) error
 	AddHistory(e state.Entry, keep int) (state.Entry, error)
+	Record(o state.Outcome, keep int) (state.Entry, error)
 	SetPending(a state.Approval) error
 	Approval(target string) (state.Approval, bool, error)
-	ClearApproval(target string) error
 	BeginJournal(j state.Journal) error
 	StepJournal(target, step string) error
 	EndJournal(target string) error

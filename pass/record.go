@@ -80,30 +80,34 @@ func record(deps Deps, rep Report) {
 			continue // nothing happened worth a line of history
 		}
 		if r.Deploy == nil {
-			if !persist(deps, rep.Mode, r) {
+			if !firstNotice(deps, rep.Mode, r) {
 				continue
 			}
+			persist(deps, rep.Mode, r, false)
 		}
-		// A rollout's outcome was persisted by deployOne, before its
-		// journal ended.
+		// A rollout's outcome was persisted by deployOne, as its journal
+		// ended.
 		notifyOutcome(deps, r)
 	}
 }
 
-// persist writes one target's outcome to the state store: its history
-// entry, the quarantine of a digest that failed its rollout, the
-// high-water mark after an update. It reports false when the entry repeats
-// a decision already written (nothing to notify either).
-func persist(deps Deps, mode Mode, r TargetResult) bool {
-	log := deps.Logger.With().Str("target", r.Target.ID).Logger()
-	if r.Deploy == nil && mode == Agent {
-		// A decision without a rollout (blocked, waiting, could not
-		// check) is written once, not on every pass that repeats it.
-		key := "history/" + r.Target.ID + "/" + r.Candidate.Digest + "/" + string(r.Outcome) + "/" + r.Reason
-		if first, err := deps.Store.FirstNotice(key); err != nil || !first {
-			return false
-		}
+// firstNotice reports whether a decision without a rollout (blocked,
+// waiting, could not check) is new: the agent writes it once, not on every
+// pass that repeats it, and does not notify it again either.
+func firstNotice(deps Deps, mode Mode, r TargetResult) bool {
+	if mode != Agent {
+		return true
 	}
+	key := "history/" + r.Target.ID + "/" + r.Candidate.Digest + "/" + string(r.Outcome) + "/" + r.Reason
+	first, err := deps.Store.FirstNotice(key)
+	return err == nil && first
+}
+
+// persist writes one target's outcome to the state store in one
+// transaction: its history entry, the quarantine of a digest that failed its
+// rollout, the high-water mark after an update and, with endJournal, the end
+// of its rollout journal. It reports whether the write succeeded.
+func persist(deps Deps, mode Mode, r TargetResult, endJournal bool) bool {
 	e := state.Entry{
 		Time:   deps.now().UTC(),
 		Target: r.Target.ID, Mode: mode.String(), Image: r.Target.Image.String(),
@@ -117,32 +121,26 @@ func persist(deps Deps, mode Mode, r TargetResult) bool {
 		e.Decision, e.Policy, e.Signer = string(v.Decision), v.Policy, v.Signer
 		e.Scan = scanSummary(v)
 	}
+	o := state.Outcome{Entry: e, EndJournal: endJournal}
 	if r.Deploy != nil {
-		e.Running, e.Deployed = r.Deploy.Running, true
-	}
-	if _, err := deps.Store.AddHistory(e, deps.Config.State.History); err != nil {
-		log.Error().Err(err).Msg("record history")
-	}
-	if r.Deploy != nil && r.Deploy.FailedDigest != "" {
-		q := state.Quarantined{Target: r.Target.ID, Digest: r.Deploy.FailedDigest, Image: r.Candidate.Tagged().String(), Reason: causeText(r.Deploy)}
-		if err := deps.Store.Quarantine(q); err != nil {
-			log.Error().Err(err).Msg("quarantine failed digest")
+		o.Entry.Running, o.Entry.Deployed = r.Deploy.Running, true
+		if r.Deploy.FailedDigest != "" {
+			o.Quarantine = &state.Quarantined{Target: r.Target.ID, Digest: r.Deploy.FailedDigest, Image: r.Candidate.Tagged().String(), Reason: causeText(r.Deploy)}
 		}
 	}
 	if r.Outcome == deployer.Updated {
-		mark := state.Mark{Tag: r.Candidate.Tag, Digest: r.Candidate.Digest}
+		o.Mark = &state.Mark{Tag: r.Candidate.Tag, Digest: r.Candidate.Digest}
 		if from := r.Target.Digest; from != "" && from != r.Candidate.Digest {
 			// What ran before is superseded even without a mark of its
 			// own (it ran before the agent's first update): a tag moved
 			// back to it is a silent downgrade.
-			mark.Superseded = []string{from}
+			o.Mark.Superseded = []string{from}
 		}
-		if err := deps.Store.SetHighWater(r.Target.ID, mark); err != nil {
-			log.Error().Err(err).Msg("record high-water mark")
-		}
-		if err := deps.Store.ClearApproval(r.Target.ID); err != nil {
-			log.Error().Err(err).Msg("clear approval")
-		}
+		o.ClearApproval = true
+	}
+	if _, err := deps.Store.Record(o, deps.Config.State.History); err != nil {
+		deps.Logger.Error().Err(err).Str("target", r.Target.ID).Msg("record the outcome in the state file")
+		return false
 	}
 	return true
 }

@@ -48,15 +48,15 @@ func findTarget(ctx context.Context, deps Deps, selector string) (deployer.Targe
 	return match[0], nil
 }
 
-// rollbackTarget rolls t back and records it in history as mode — before
-// its journal ends, so that an agent killed in between leaves either the
-// journal or the history entry.
+// rollbackTarget rolls t back and records it in history as mode, in the
+// same write that ends its journal: an agent killed at any point leaves
+// either the journal or the history entry.
 func rollbackTarget(ctx context.Context, deps Deps, t deployer.Target, to, why, mode string) (r TargetResult) {
 	r = TargetResult{Target: t, Outcome: deployer.Failed}
-	recorded := false
+	recorded, ended := false, false
 	defer func() { // the early returns
 		if !recorded {
-			recordRollback(deps, r, mode)
+			recordRollback(deps, r, mode, false)
 		}
 	}()
 	d, ok := deps.Deployers[t.Kind]
@@ -78,7 +78,11 @@ func rollbackTarget(ctx context.Context, deps Deps, t deployer.Target, to, why, 
 			r.Err, r.Reason = err, "state: cannot write the rollout journal: "+err.Error()
 			return r
 		}
-		defer func() { _ = deps.Store.EndJournal(t.ID) }()
+		defer func() {
+			if !ended {
+				_ = deps.Store.EndJournal(t.ID)
+			}
+		}()
 	}
 	progress := func(s deployer.Step) {
 		if deps.Progress != nil {
@@ -107,23 +111,27 @@ func rollbackTarget(ctx context.Context, deps Deps, t deployer.Target, to, why, 
 			r.Reason += " — manual action needed"
 		}
 	}
-	recordRollback(deps, r, mode)
+	ended = recordRollback(deps, r, mode, true)
 	recorded = true
 	return r
 }
 
-func recordRollback(deps Deps, r TargetResult, mode string) {
+// recordRollback writes r to history and, with endJournal, ends its journal
+// in the same transaction. It reports whether the write succeeded.
+func recordRollback(deps Deps, r TargetResult, mode string, endJournal bool) bool {
 	if deps.Store == nil {
-		return
+		return true
 	}
 	e := state.Entry{Target: r.Target.ID, Mode: mode, Image: r.Target.Image.String(), From: r.Target.Digest,
 		Outcome: string(r.Outcome), Reason: r.Reason, DurationMS: r.Took.Milliseconds()}
 	if r.Deploy != nil {
 		e.Running, e.To = r.Deploy.Running, r.Deploy.To
 	}
-	if _, err := deps.Store.AddHistory(e, deps.Config.State.History); err != nil {
+	if _, err := deps.Store.Record(state.Outcome{Entry: e, EndJournal: endJournal}, deps.Config.State.History); err != nil {
 		deps.Logger.Error().Err(err).Str("target", r.Target.ID).Msg("record history")
+		return false
 	}
+	return true
 }
 
 // Recover finishes what a previous process left in flight: for every rollout

@@ -195,6 +195,34 @@ type Entry struct {
 // AddHistory appends e (its ID and, if zero, Time are set) and trims the
 // history to the newest keep entries (0 = keep all).
 func (s *Store) AddHistory(e Entry, keep int) (Entry, error) {
+	return s.Record(Outcome{Entry: e}, keep)
+}
+
+// Outcome is everything one decision or rollout leaves in the state file:
+// its line of history and what that line implies. Record writes it in one
+// transaction, so that a reader never sees a rollback in history without the
+// quarantine it caused, and an agent killed while recording keeps all of it
+// or none.
+type Outcome struct {
+	Entry Entry
+	// Quarantine is the digest that failed its rollout, if any.
+	Quarantine *Quarantined
+	// Mark is the target's new high-water mark after an update.
+	Mark *Mark
+	// ClearApproval removes the approval the rollout used.
+	ClearApproval bool
+	// EndJournal removes the rollout journal: the rollout is over.
+	EndJournal bool
+}
+
+// Record writes o (see Outcome) and trims the history to the newest keep
+// entries (0 = keep all). It returns the history entry with its ID and Time
+// set.
+func (s *Store) Record(o Outcome, keep int) (Entry, error) {
+	e := o.Entry
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketHistory)
 		id, err := b.NextSequence()
@@ -202,9 +230,6 @@ func (s *Store) AddHistory(e Entry, keep int) (Entry, error) {
 			return err
 		}
 		e.ID = id
-		if e.Time.IsZero() {
-			e.Time = time.Now().UTC()
-		}
 		if err := put(tx, bucketHistory, u64(id), e); err != nil {
 			return err
 		}
@@ -217,6 +242,24 @@ func (s *Store) AddHistory(e Entry, keep int) (Entry, error) {
 				}
 				excess--
 			}
+		}
+		if q := o.Quarantine; q != nil {
+			if err := putQuarantine(tx, *q, e.Time); err != nil {
+				return err
+			}
+		}
+		if m := o.Mark; m != nil {
+			if err := setHighWater(tx, e.Target, *m, e.Time); err != nil {
+				return err
+			}
+		}
+		if o.ClearApproval {
+			if err := tx.Bucket(bucketApprovals).Delete([]byte(e.Target)); err != nil {
+				return err
+			}
+		}
+		if o.EndJournal {
+			return tx.Bucket(bucketJournal).Delete([]byte(e.Target))
 		}
 		return nil
 	})
@@ -301,10 +344,15 @@ func qkey(target, digest string) []byte { return []byte(target + "\x00" + digest
 
 // Quarantine records q.
 func (s *Store) Quarantine(q Quarantined) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return putQuarantine(tx, q, time.Now().UTC()) })
+}
+
+// putQuarantine records q, since now unless q says when.
+func putQuarantine(tx *bolt.Tx, q Quarantined, now time.Time) error {
 	if q.Since.IsZero() {
-		q.Since = time.Now().UTC()
+		q.Since = now
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketQuarantine, qkey(q.Target, q.Digest), q) })
+	return put(tx, bucketQuarantine, qkey(q.Target, q.Digest), q)
 }
 
 // IsQuarantined reports whether digest is quarantined for target.
@@ -395,24 +443,27 @@ func (s *Store) HighWater(target string) (Mark, bool, error) {
 // SetHighWater records target's mark. The previous mark's digest (and its
 // superseded list) carry over into m.Superseded.
 func (s *Store) SetHighWater(target string, m Mark) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return setHighWater(tx, target, m, time.Now().UTC()) })
+}
+
+// setHighWater is SetHighWater within tx; m is since now unless it says when.
+func setHighWater(tx *bolt.Tx, target string, m Mark, now time.Time) error {
 	if m.Since.IsZero() {
-		m.Since = time.Now().UTC()
+		m.Since = now
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		var old Mark
-		ok, err := get(tx, bucketHighWater, []byte(target), &old)
-		if err != nil {
-			return err
+	var old Mark
+	ok, err := get(tx, bucketHighWater, []byte(target), &old)
+	if err != nil {
+		return err
+	}
+	if ok {
+		sup := append(old.Superseded, m.Superseded...)
+		if old.Digest != "" && old.Digest != m.Digest {
+			sup = append(sup, old.Digest)
 		}
-		if ok {
-			sup := append(old.Superseded, m.Superseded...)
-			if old.Digest != "" && old.Digest != m.Digest {
-				sup = append(sup, old.Digest)
-			}
-			m.Superseded = dedupTail(sup, m.Digest, MaxSuperseded)
-		}
-		return put(tx, bucketHighWater, []byte(target), m)
-	})
+		m.Superseded = dedupTail(sup, m.Digest, MaxSuperseded)
+	}
+	return put(tx, bucketHighWater, []byte(target), m)
 }
 
 // dedupTail removes duplicates and current from list, keeping the newest n.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func open(t *testing.T) *Store {
@@ -170,5 +172,72 @@ func TestTargetsByName(t *testing.T) {
 	s.Quarantine(Quarantined{Target: "compose/shop/web", Digest: "sha256:9"})
 	if n, _ := s.ClearQuarantine("shop/web", ""); n != 1 {
 		t.Errorf("ClearQuarantine(shop/web) cleared %d, want 1", n)
+	}
+}
+
+func TestRecordWritesAnOutcomeWhole(t *testing.T) {
+	s := open(t)
+	const target = "swarm/api"
+	if err := s.BeginJournal(Journal{Target: target, From: "sha256:old", To: "app:1@sha256:bad"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPending(Approval{Target: target, Candidate: "app:1@sha256:new"}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.Record(Outcome{
+		Entry:      Entry{Target: target, Outcome: "rolled-back"},
+		Quarantine: &Quarantined{Target: target, Digest: "sha256:bad"},
+		Mark:       &Mark{Tag: "1", Digest: "sha256:old"},
+		EndJournal: true, ClearApproval: true,
+	}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.ID != 1 || e.Time.IsZero() {
+		t.Errorf("recorded entry = %+v, want ID 1 and a time", e)
+	}
+	q, ok, _ := s.IsQuarantined(target, "sha256:bad")
+	if !ok || !q.Since.Equal(e.Time) {
+		t.Errorf("quarantine = %+v (%v), want it since the entry's time %s", q, ok, e.Time)
+	}
+	if m, ok, _ := s.HighWater(target); !ok || m.Digest != "sha256:old" {
+		t.Errorf("high-water mark = %+v (%v), want sha256:old", m, ok)
+	}
+	if js, _ := s.Journals(); len(js) != 0 {
+		t.Errorf("journals after the outcome = %+v, want none", js)
+	}
+	if _, ok, _ := s.Approval(target); ok {
+		t.Error("approval kept after the outcome that used it")
+	}
+}
+
+func TestRecordIsAllOrNothing(t *testing.T) {
+	s := open(t)
+	const target = "swarm/api"
+	if err := s.BeginJournal(Journal{Target: target}); err != nil {
+		t.Fatal(err)
+	}
+	// A corrupt high-water mark fails the write after the history line
+	// and the quarantine were put: neither may stay.
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketHighWater).Put([]byte(target), []byte("{")) }); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Record(Outcome{
+		Entry:      Entry{Target: target, Outcome: "updated"},
+		Quarantine: &Quarantined{Target: target, Digest: "sha256:x"},
+		Mark:       &Mark{Digest: "sha256:new"},
+		EndJournal: true,
+	}, 0)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Record over a corrupt mark: %v, want ErrCorrupt", err)
+	}
+	if h, _ := s.History("", 0); len(h) != 0 {
+		t.Errorf("history after a failed record = %+v, want none", h)
+	}
+	if _, ok, _ := s.IsQuarantined(target, "sha256:x"); ok {
+		t.Error("quarantine kept from a failed record")
+	}
+	if js, _ := s.Journals(); len(js) != 1 {
+		t.Errorf("journals after a failed record = %+v, want the one in flight", js)
 	}
 }
