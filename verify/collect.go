@@ -97,6 +97,20 @@ func allRulesHaveEvidence(p *compiledPolicy, set *evidenceSet) bool {
 	return true
 }
 
+// registryEvidenceMissing says whether a rule that looks for evidence in
+// the registry (not the Harbor scan) found none.
+func registryEvidenceMissing(p *compiledPolicy, set *evidenceSet) bool {
+	for i, r := range p.rules {
+		if r.kind == kindScan && r.scan.harbor {
+			continue
+		}
+		if !ruleHasEvidence(r, set.byRule[i]) {
+			return true
+		}
+	}
+	return false
+}
+
 // ruleHasEvidence: a provenance rule needs evidence from the right builder.
 func ruleHasEvidence(r *rule, ev []evidence) bool {
 	if r.kind != kindProvenance {
@@ -113,12 +127,22 @@ func ruleHasEvidence(r *rule, ev []evidence) bool {
 func (v *Verifier) collectFor(ctx context.Context, r repository, image imageref.Ref, p *compiledPolicy, set *evidenceSet) {
 	digest := set.digest
 	if p.needsRegistryEvidence() {
-		v.fromReferrers(ctx, r, digest, p, set)
+		skipped := v.reg.noReferrersAPI(r)
+		v.fromReferrers(ctx, r, digest, p, set, false)
 		if i := ruleIndex(p, kindSignature); i >= 0 && len(set.byRule[i]) == 0 {
 			v.fromLegacyTag(ctx, r, digest, ".sig", p, set)
 		}
 		if needsLegacyAttestations(p, set) {
 			v.fromLegacyTag(ctx, r, digest, ".att", p, set)
+		}
+		if skipped && set.unreachable == nil && registryEvidenceMissing(p, set) {
+			// Remembering that the registry has no referrers API only
+			// saves a request; it must not hide evidence. One 404 (a
+			// proxy's, a replica's) would otherwise block every image
+			// signed through that API for an hour. Ask it once more
+			// before concluding that the evidence does not exist.
+			v.reg.forgetNoReferrersAPI(r)
+			v.fromReferrers(ctx, r, digest, p, set, true)
 		}
 	}
 	if sr := p.scanRule(); sr != nil && sr.scan.harbor {
@@ -191,8 +215,10 @@ func relevantArtifactType(t string) bool {
 	return false
 }
 
-func (v *Verifier) fromReferrers(ctx context.Context, r repository, digest string, p *compiledPolicy, set *evidenceSet) {
-	idx, source, err := v.reg.referrers(ctx, r, digest)
+// fromReferrers examines what refers to digest; apiOnly skips the fallback
+// tag (already asked).
+func (v *Verifier) fromReferrers(ctx context.Context, r repository, digest string, p *compiledPolicy, set *evidenceSet, apiOnly bool) {
+	idx, source, err := v.reg.referrers(ctx, r, digest, apiOnly)
 	if errors.Is(err, errNotFound) {
 		return
 	}

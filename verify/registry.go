@@ -227,15 +227,30 @@ func checkDigest(b []byte, want string) error {
 	return nil
 }
 
+// noReferrersAPI says whether r's registry is remembered as having no
+// referrers API (it answered 404, 400 or 405 within noReferrersTTL).
+func (c *registryClient) noReferrersAPI(r repository) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now().Before(c.noReferrers[r.repo.RegistryStr()])
+}
+
+// forgetNoReferrersAPI makes the next referrers call ask r's registry's
+// referrers API again.
+func (c *registryClient) forgetNoReferrersAPI(r repository) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.noReferrers, r.repo.RegistryStr())
+}
+
 // referrers lists the manifests that refer to digest: the OCI 1.1 referrers
 // API, or the "sha256-<hex>" fallback tag on registries without it
 // (remembered per registry for noReferrersTTL). source says which answered.
-func (c *registryClient) referrers(ctx context.Context, r repository, digest string) (idx *indexManifest, source string, err error) {
+// With apiOnly, a registry without the API gives errNotFound instead of the
+// fallback tag.
+func (c *registryClient) referrers(ctx context.Context, r repository, digest string, apiOnly bool) (idx *indexManifest, source string, err error) {
 	host := r.repo.RegistryStr()
-	c.mu.Lock()
-	skip := c.now().Before(c.noReferrers[host])
-	c.mu.Unlock()
-	if !skip {
+	if !c.noReferrersAPI(r) {
 		b, _, err := c.get(ctx, r, "referrers/"+digest, mediaOCIIndex, maxManifestSize)
 		switch {
 		case err == nil:
@@ -259,6 +274,9 @@ func (c *registryClient) referrers(ctx context.Context, r repository, digest str
 			}
 			return nil, "referrers API", err
 		}
+	}
+	if apiOnly {
+		return nil, "referrers API", errNotFound
 	}
 	tag := strings.Replace(digest, ":", "-", 1)
 	b, err := c.manifest(ctx, r, tag)

@@ -3,6 +3,7 @@ package verify_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -198,5 +199,69 @@ func TestUnrelatedReferrersAreNotOpened(t *testing.T) {
 	// The referrers listing, then only the bundle's manifest and blob.
 	if got := reg.Count("GET", "manifest") + reg.Count("GET", "blob"); got != 2 {
 		t.Errorf("manifest and blob requests: got %d (%s), want 2 (the SBOM is not opened)", got, requestLog(reg.Requests()))
+	}
+}
+
+// TestOneReferrers404DoesNotHideSignatures: a registry whose referrers API
+// answered 404 once (a proxy, a lagging replica) is remembered as having no
+// such API, but that memory must not hide the signature it serves: the next
+// verification that finds no evidence asks the API again. Found by the fault
+// suite (class registry-4xx): a signed candidate stayed blocked for an hour.
+func TestOneReferrers404DoesNotHideSignatures(t *testing.T) {
+	key := sigtest.MustKey(t, "")
+	reg := testenv.NewRegistry(t, testenv.WithReferrersAPI())
+	img := pushRandom(t, reg, "demo/app:1.0")
+	sigtest.MustSign(t, reg, digestRef(img), key, sigtest.Bundle)
+	v := newVerifier(t, reg, imagePolicy(reg, keyAuthority("release", key)))
+
+	var once sync.Once
+	reg.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		hit := false
+		if strings.Contains(r.URL.Path, "/referrers/") {
+			once.Do(func() { hit = true })
+		}
+		if hit {
+			http.NotFound(w, r)
+		}
+		return hit
+	})
+	// With the API's answer lost and no fallback tag, nothing can be found.
+	wantDecision(t, v.Verify(ctx(t), img), verify.Blocked)
+
+	reg.Reset()
+	wantDecision(t, v.Verify(ctx(t), img), verify.Allowed)
+	// The fallback tag and the .sig tag (remembered: no API), then the API
+	// once more.
+	if got, want := requestLog(reg.Requests()), "GET manifest 404, GET manifest 404, GET referrers 200, GET manifest 200, GET blob 200"; got != want {
+		t.Errorf("requests after the spurious 404: got %q, want %q", got, want)
+	}
+
+	// The API answered: it is asked first again, and nothing else is.
+	reg.Reset()
+	img2 := pushRandom(t, reg, "demo/app:2.0")
+	sigtest.MustSign(t, reg, digestRef(img2), key, sigtest.Bundle)
+	reg.Reset()
+	wantDecision(t, v.Verify(ctx(t), img2), verify.Allowed)
+	if got, want := requestLog(reg.Requests()), "GET referrers 200, GET manifest 200, GET blob 200"; got != want {
+		t.Errorf("requests for the next digest: got %q, want %q", got, want)
+	}
+}
+
+// TestNoReferrersAPIUnsignedCostsOneMoreRequest pins the price of that
+// second look on a registry that really has no referrers API: an unsigned
+// image costs one more request (the API's 404), not a second fallback tag.
+func TestNoReferrersAPIUnsignedCostsOneMoreRequest(t *testing.T) {
+	key := sigtest.MustKey(t, "")
+	reg := testenv.NewRegistry(t)
+	signed := pushRandom(t, reg, "demo/app:1.0")
+	sigtest.MustSign(t, reg, digestRef(signed), key, sigtest.Bundle)
+	unsigned := pushRandom(t, reg, "demo/app:2.0")
+	v := newVerifier(t, reg, imagePolicy(reg, keyAuthority("release", key)))
+	wantDecision(t, v.Verify(ctx(t), signed), verify.Allowed)
+
+	reg.Reset()
+	wantDecision(t, v.Verify(ctx(t), unsigned), verify.Blocked)
+	if got, want := requestLog(reg.Requests()), "GET manifest 404, GET manifest 404, GET referrers 404"; got != want {
+		t.Errorf("requests for an unsigned image: got %q, want %q (fallback tag, .sig tag, the API once more)", got, want)
 	}
 }
