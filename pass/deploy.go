@@ -141,8 +141,8 @@ func deployOne(ctx context.Context, deps Deps, r *TargetResult, opts Options) {
 		r.Reason += "; " + r.Warning
 	}
 	// The outcome and the end of the journal are one write: an agent
-	// killed before it finds the journal and reconciles; after it, the
-	// history, quarantine and high-water mark are all there.
+	// killed before it leaves the journal for the next start to reconcile;
+	// after it, the history, quarantine and high-water mark are all there.
 	if deps.Store != nil {
 		ended = persist(deps, opts.Mode, *r, true)
 	}
