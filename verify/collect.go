@@ -127,20 +127,19 @@ func ruleHasEvidence(r *rule, ev []evidence) bool {
 func (v *Verifier) collectFor(ctx context.Context, r repository, image imageref.Ref, p *compiledPolicy, set *evidenceSet) {
 	digest := set.digest
 	if p.needsRegistryEvidence() {
-		skipped := v.reg.noReferrersAPI(r)
-		v.fromReferrers(ctx, r, digest, p, set, false)
+		answered := v.fromReferrers(ctx, r, digest, p, set, false)
 		if i := ruleIndex(p, kindSignature); i >= 0 && len(set.byRule[i]) == 0 {
 			v.fromLegacyTag(ctx, r, digest, ".sig", p, set)
 		}
 		if needsLegacyAttestations(p, set) {
 			v.fromLegacyTag(ctx, r, digest, ".att", p, set)
 		}
-		if skipped && set.unreachable == nil && registryEvidenceMissing(p, set) {
-			// Remembering that the registry has no referrers API only
-			// saves a request; it must not hide evidence. One 404 (a
-			// proxy's, a replica's) would otherwise block every image
-			// signed through that API for an hour. Ask it once more
-			// before concluding that the evidence does not exist.
+		if !answered && set.unreachable == nil && registryEvidenceMissing(p, set) {
+			// A 404 from the referrers API (now, or remembered from an
+			// earlier call) says the registry has no such API — or was a
+			// proxy's or a lagging replica's mistake, which would hide
+			// every signature attached through that API. Ask it once
+			// more before concluding that the evidence does not exist.
 			v.reg.forgetNoReferrersAPI(r)
 			v.fromReferrers(ctx, r, digest, p, set, true)
 		}
@@ -216,16 +215,17 @@ func relevantArtifactType(t string) bool {
 }
 
 // fromReferrers examines what refers to digest; apiOnly skips the fallback
-// tag (already asked).
-func (v *Verifier) fromReferrers(ctx context.Context, r repository, digest string, p *compiledPolicy, set *evidenceSet, apiOnly bool) {
+// tag (already asked). It reports whether the referrers API answered.
+func (v *Verifier) fromReferrers(ctx context.Context, r repository, digest string, p *compiledPolicy, set *evidenceSet, apiOnly bool) (answered bool) {
 	idx, source, err := v.reg.referrers(ctx, r, digest, apiOnly)
 	if errors.Is(err, errNotFound) {
-		return
+		return false
 	}
 	if err != nil {
 		set.fail(source, err)
-		return
+		return false
 	}
+	answered = source == sourceReferrersAPI
 	descs := make([]descriptor, 0, len(idx.Manifests))
 	for _, d := range idx.Manifests {
 		if relevantArtifactType(d.ArtifactType) {
@@ -242,11 +242,11 @@ func (v *Verifier) fromReferrers(ctx context.Context, r repository, digest strin
 	}
 	for _, d := range descs {
 		if done(p, set) {
-			return
+			return answered
 		}
 		if ctx.Err() != nil {
 			set.fail(source, &UnreachableError{What: source, Err: ctx.Err()})
-			return
+			return answered
 		}
 		b, err := v.reg.manifest(ctx, r, d.Digest)
 		if err != nil {
@@ -264,6 +264,7 @@ func (v *Verifier) fromReferrers(ctx context.Context, r repository, digest strin
 		}
 		v.fromLayers(ctx, r, digest, source, m.Layers, p, set)
 	}
+	return answered
 }
 
 func (v *Verifier) fromLegacyTag(ctx context.Context, r repository, digest, suffix string, p *compiledPolicy, set *evidenceSet) {

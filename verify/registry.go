@@ -243,6 +243,9 @@ func (c *registryClient) forgetNoReferrersAPI(r repository) {
 	delete(c.noReferrers, r.repo.RegistryStr())
 }
 
+// sourceReferrersAPI is the source of what the OCI referrers API listed.
+const sourceReferrersAPI = "referrers API"
+
 // referrers lists the manifests that refer to digest: the OCI 1.1 referrers
 // API, or the "sha256-<hex>" fallback tag on registries without it
 // (remembered per registry for noReferrersTTL). source says which answered.
@@ -256,9 +259,9 @@ func (c *registryClient) referrers(ctx context.Context, r repository, digest str
 		case err == nil:
 			idx, err := parseIndex(b)
 			if err != nil {
-				return nil, "referrers API", &invalidError{"referrers of " + digest + ": " + err.Error()}
+				return nil, sourceReferrersAPI, &invalidError{"referrers of " + digest + ": " + err.Error()}
 			}
-			return idx, "referrers API", nil
+			return idx, sourceReferrersAPI, nil
 		case errors.Is(err, errNotFound):
 			c.mu.Lock()
 			c.noReferrers[host] = c.now().Add(noReferrersTTL)
@@ -272,11 +275,11 @@ func (c *registryClient) referrers(ctx context.Context, r repository, digest str
 				c.mu.Unlock()
 				break
 			}
-			return nil, "referrers API", err
+			return nil, sourceReferrersAPI, err
 		}
 	}
 	if apiOnly {
-		return nil, "referrers API", errNotFound
+		return nil, sourceReferrersAPI, errNotFound
 	}
 	tag := strings.Replace(digest, ":", "-", 1)
 	b, err := c.manifest(ctx, r, tag)
