@@ -209,3 +209,17 @@ func FuzzCompileGlob(f *testing.F) {
 		}
 	})
 }
+
+// TestScanWithoutARealFinishTimeIsRejected: found by FuzzParseVulnPredicate
+// (CI run of 2026-12-03): "0001-01-01T0:00:00Z" parsed as the zero time,
+// a report whose age means nothing.
+func TestScanWithoutARealFinishTimeIsRejected(t *testing.T) {
+	for _, finished := range []string{"0001-01-01T0:00:00Z", "0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z"} {
+		b := []byte(`{"metadata":{"scanFinishedOn":"` + finished + `"},"scanner":{"result":[]}}`)
+		for _, pt := range []string{PredicateVulnCosign, PredicateVulnsInToto} {
+			if rep, err := parseVulnPredicate(pt, b); err == nil || !strings.Contains(err.Error(), "before 1970") {
+				t.Errorf("%s, scanFinishedOn %s: report %+v, error %v; want rejected as before 1970", pt, finished, rep, err)
+			}
+		}
+	}
+}

@@ -142,6 +142,11 @@ func parseVulnPredicate(predicateType string, raw json.RawMessage) (*ScanReport,
 	if err != nil {
 		return nil, fmt.Errorf("vulnerability predicate: scanFinishedOn %q: %w", printable(finished), err)
 	}
+	if t.Before(time.Unix(0, 0)) {
+		// Year 1 (a zero value written out) and the like: no scan ran
+		// then, and a report without a real time has no age to check.
+		return nil, fmt.Errorf("vulnerability predicate: scanFinishedOn %q is before 1970: not a time a scan finished", printable(finished))
+	}
 	rep := &ScanReport{Scanner: sc.URI, FinishedAt: t}
 	if rep.Scanner == "" {
 		rep.Scanner = "unnamed scanner"
