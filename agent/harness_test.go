@@ -25,7 +25,7 @@ import (
 	"github.com/shipwatch/shipwatch/internal/testenv"
 	"github.com/shipwatch/shipwatch/metrics"
 	"github.com/shipwatch/shipwatch/notify"
-	"github.com/shipwatch/shipwatch/pass"
+	"github.com/shipwatch/shipwatch/pass/parts"
 	"github.com/shipwatch/shipwatch/state"
 	"github.com/shipwatch/shipwatch/verify/sigtest"
 )
@@ -127,7 +127,7 @@ func (h *harness) startAgent(cfg *config.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps, closeDeps, err := pass.Build(ctx, cfg, log, pass.BuildOptions{Deployers: true})
+	deps, closeDeps, err := parts.Build(ctx, cfg, log, parts.Options{Deployers: true})
 	if err != nil {
 		t.Fatal(err)
 	}

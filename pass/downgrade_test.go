@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/shipwatch/shipwatch/deployer"
-	"github.com/shipwatch/shipwatch/verify"
+	"github.com/shipwatch/shipwatch/verify/verdict"
 )
 
 // The first update the agent makes supersedes the digest that ran before
@@ -16,8 +16,8 @@ import (
 func TestNoDowngradeToTheDigestBeforeTheFirstUpdate(t *testing.T) {
 	f := newFixture(t, "")
 	f.service("web", "1.4", nil) // runs dOld; no high-water mark yet
-	f.v.decisions[dNew] = verify.Allowed
-	f.v.decisions[dOld] = verify.Allowed
+	f.v.decisions[dNew] = verdict.Allowed
+	f.v.decisions[dOld] = verdict.Allowed
 	f.offer("web", "1.4", dNew)
 	if res := f.run(t, Options{Mode: Agent}); res["web"].Outcome != deployer.Updated {
 		t.Fatalf("first update: %s (%s), want updated", res["web"].Outcome, res["web"].Reason)

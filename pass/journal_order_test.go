@@ -8,7 +8,7 @@ import (
 
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/state"
-	"github.com/shipwatch/shipwatch/verify"
+	"github.com/shipwatch/shipwatch/verify/verdict"
 )
 
 // journalWatch is the state store that notes how each journal ended: in
@@ -53,7 +53,7 @@ func TestRolloutRecordedAsItsJournalEnds(t *testing.T) {
 	f.service("api", "2.0", nil)
 	f.offer("web", "1.4", dNew)
 	f.offer("api", "2.0", dBad)
-	f.v.decisions[dNew], f.v.decisions[dBad] = verify.Allowed, verify.Allowed
+	f.v.decisions[dNew], f.v.decisions[dBad] = verdict.Allowed, verdict.Allowed
 	f.d.outcomes[dBad] = deployer.RolledBack
 
 	res := f.run(t, Options{Mode: Agent})

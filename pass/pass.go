@@ -20,7 +20,7 @@ import (
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/discovery"
 	"github.com/shipwatch/shipwatch/imageref"
-	"github.com/shipwatch/shipwatch/verify"
+	"github.com/shipwatch/shipwatch/verify/verdict"
 	"github.com/shipwatch/shipwatch/watcher"
 )
 
@@ -48,7 +48,7 @@ type Watcher interface {
 
 // Verifier decides whether a pinned digest may run (implemented by *verify.Verifier).
 type Verifier interface {
-	Verify(ctx context.Context, image imageref.Ref) verify.Verdict
+	Verify(ctx context.Context, image imageref.Ref) verdict.Verdict
 }
 
 // TargetSource is where a pass gets the engine's targets from when it may
@@ -125,7 +125,7 @@ type TargetResult struct {
 	Policy    config.Effective
 	Candidate imageref.Ref // repo:tag@digest, zero when none
 	Change    string       // "digest", "tag" or ""
-	Verdict   *verify.Verdict
+	Verdict   *verdict.Verdict
 	Deploy    *deployer.Result
 	Outcome   deployer.Outcome
 	Reason    string

@@ -20,7 +20,7 @@ import (
 	"github.com/shipwatch/shipwatch/imageref"
 	"github.com/shipwatch/shipwatch/notify"
 	"github.com/shipwatch/shipwatch/state"
-	"github.com/shipwatch/shipwatch/verify"
+	"github.com/shipwatch/shipwatch/verify/verdict"
 	"github.com/shipwatch/shipwatch/watcher"
 )
 
@@ -111,20 +111,20 @@ func (w *fakeWatcher) Resolve(_ context.Context, ref imageref.Ref) (string, erro
 // fakeVerifier decides by digest.
 type fakeVerifier struct {
 	mu        sync.Mutex
-	decisions map[string]verify.Decision
+	decisions map[string]verdict.Decision
 	mode      string
 	calls     int
 }
 
-func (v *fakeVerifier) Verify(_ context.Context, ref imageref.Ref) verify.Verdict {
+func (v *fakeVerifier) Verify(_ context.Context, ref imageref.Ref) verdict.Verdict {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.calls++
 	d, ok := v.decisions[ref.Digest]
 	if !ok {
-		d = verify.Blocked
+		d = verdict.Blocked
 	}
-	return verify.Verdict{Image: ref.String(), Decision: d, Policy: "test", Mode: v.mode, Reasons: []verify.Reason{{Rule: "signature", OK: d == verify.Allowed, Message: "decided " + string(d)}}}
+	return verdict.Verdict{Image: ref.String(), Decision: d, Policy: "test", Mode: v.mode, Reasons: []verdict.Reason{{Rule: "signature", OK: d == verdict.Allowed, Message: "decided " + string(d)}}}
 }
 
 // fakeDeployer returns the configured outcome per digest and records calls.
@@ -215,7 +215,7 @@ func newFixture(t *testing.T, cfgYAML string) *fixture {
 	f := &fixture{
 		eng:   &fakeEngine{services: map[string]svc{}},
 		w:     &fakeWatcher{next: map[string]imageref.Ref{}},
-		v:     &fakeVerifier{decisions: map[string]verify.Decision{}},
+		v:     &fakeVerifier{decisions: map[string]verdict.Decision{}},
 		n:     &fakeNotifier{},
 		store: st,
 		now:   time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC),
@@ -266,8 +266,8 @@ func TestCheckModeDeploysNothing(t *testing.T) {
 	f.offer("web", "1.4", dNew)
 	f.offer("api", "1.4", dBad)
 	f.offer("cache", "7", dNew)
-	f.v.decisions[dNew] = verify.Allowed
-	f.v.decisions[dBad] = verify.Undecided
+	f.v.decisions[dNew] = verdict.Allowed
+	f.v.decisions[dBad] = verdict.Undecided
 	res := f.run(t, Options{Mode: Check})
 	want := map[string]deployer.Outcome{"web": deployer.Available, "api": deployer.Failed, "db": deployer.UpToDate, "cache": deployer.UpToDate}
 	for name, o := range want {
@@ -292,7 +292,7 @@ func TestAgentDeploysRecordsAndQuarantines(t *testing.T) {
 	f.service("api", "2.0", nil)
 	f.offer("web", "1.4", dNew)
 	f.offer("api", "2.0", dBad)
-	f.v.decisions[dNew], f.v.decisions[dBad] = verify.Allowed, verify.Allowed
+	f.v.decisions[dNew], f.v.decisions[dBad] = verdict.Allowed, verdict.Allowed
 	f.d.outcomes[dBad] = deployer.RolledBack
 	res := f.run(t, Options{Mode: Agent})
 	if res["web"].Outcome != deployer.Updated || res["api"].Outcome != deployer.RolledBack {
@@ -336,7 +336,7 @@ func TestAgentDeploysRecordsAndQuarantines(t *testing.T) {
 func TestNoSilentDowngrade(t *testing.T) {
 	f := newFixture(t, "")
 	f.service("web", "1.4.0", nil)
-	f.v.decisions[dNew] = verify.Allowed
+	f.v.decisions[dNew] = verdict.Allowed
 	if err := f.store.SetHighWater("compose/p/web", state.Mark{Tag: "1.5.0", Digest: dBad}); err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +348,7 @@ func TestNoSilentDowngrade(t *testing.T) {
 	// A tag moved back to a digest the target already replaced.
 	f2 := newFixture(t, "")
 	f2.service("web", "1.4", nil)
-	f2.v.decisions[dNew] = verify.Allowed
+	f2.v.decisions[dNew] = verdict.Allowed
 	f2.store.SetHighWater("compose/p/web", state.Mark{Tag: "1.4", Digest: dNew})
 	f2.store.SetHighWater("compose/p/web", state.Mark{Tag: "1.4", Digest: dOld})
 	f2.offer("web", "1.4", dNew)
@@ -376,7 +376,7 @@ targets:
 	}
 	f.service("major", "1.2.0", nil)
 	f.offer("major", "2.0.0", dNew)
-	f.v.decisions[dNew] = verify.Allowed
+	f.v.decisions[dNew] = verdict.Allowed
 
 	res := f.run(t, Options{Mode: Agent})
 	for name, want := range map[string]string{"manual": "waits for approval", "major": "never applied automatically", "window": "outside the maintenance window", "cool": "cooldown until"} {
@@ -424,7 +424,7 @@ targets:
 	for _, n := range []string{"canary", "web", "db"} {
 		f.offer(n, "1", dNew)
 	}
-	f.v.decisions[dNew] = verify.Allowed
+	f.v.decisions[dNew] = verdict.Allowed
 	f.run(t, Options{Mode: Agent})
 	if got := strings.Join(f.d.order, ","); got != "p/canary,p/db,p/web" {
 		t.Errorf("rollout order = %s, want the canary wave first, then db before web (depends_on)", got)
@@ -435,7 +435,7 @@ targets:
 	g.service("web", "1", nil)
 	g.offer("canary", "1", dBad)
 	g.offer("web", "1", dNew)
-	g.v.decisions[dNew], g.v.decisions[dBad] = verify.Allowed, verify.Allowed
+	g.v.decisions[dNew], g.v.decisions[dBad] = verdict.Allowed, verdict.Allowed
 	g.d.outcomes[dBad] = deployer.RolledBack
 	res := g.run(t, Options{Mode: Agent})
 	if res["web"].Outcome != deployer.Available || !strings.Contains(res["web"].Reason, "wave 0 failed") {
@@ -447,8 +447,8 @@ func TestWarnModeLetsBlockedThrough(t *testing.T) {
 	f := newFixture(t, "")
 	f.service("web", "1", nil)
 	f.offer("web", "1", dNew)
-	f.v.mode = verify.ModeWarn
-	f.v.decisions[dNew] = verify.Blocked
+	f.v.mode = verdict.ModeWarn
+	f.v.decisions[dNew] = verdict.Blocked
 	res := f.run(t, Options{Mode: Agent})
 	if res["web"].Outcome != deployer.Updated || !strings.Contains(res["web"].Reason, "warn mode") {
 		t.Errorf("warn mode: %s (%s), want updated with the warning in the reason", res["web"].Outcome, res["web"].Reason)
@@ -567,7 +567,7 @@ func TestProjectsRollOutInParallel(t *testing.T) {
 	f.service("b", "1", map[string]string{"com.docker.compose.project": "p2"})
 	f.offer("a", "1", dNew)
 	f.offer("b", "1", dNew)
-	f.v.decisions[dNew] = verify.Allowed
+	f.v.decisions[dNew] = verdict.Allowed
 	bd := &barrierDeployer{fakeDeployer: fakeDeployer{outcomes: map[string]deployer.Outcome{}}, entered: make(chan string, 2), both: make(chan struct{})}
 	f.deps.Deployers[deployer.KindCompose] = bd
 	rep, err := Run(context.Background(), f.deps, Options{Mode: Agent})
@@ -588,7 +588,7 @@ func TestFailedRolloutIsRetriedWithBackoff(t *testing.T) {
 	f := newFixture(t, "")
 	f.service("web", "1", nil)
 	f.offer("web", "1", dNew)
-	f.v.decisions[dNew] = verify.Allowed
+	f.v.decisions[dNew] = verdict.Allowed
 	f.d.outcomes[dNew] = deployer.Failed // e.g. the pull failed: not the image's fault
 	if res := f.run(t, Options{Mode: Agent}); res["web"].Outcome != deployer.Failed {
 		t.Fatalf("first attempt: %s", res["web"].Outcome)
@@ -622,7 +622,7 @@ func TestRetryBackoffIsConfigurable(t *testing.T) {
 	f := newFixture(t, "rollout: {retry_backoff: 10s, retry_backoff_max: 30s}\n")
 	f.service("web", "1", nil)
 	f.offer("web", "1", dNew)
-	f.v.decisions[dNew] = verify.Allowed
+	f.v.decisions[dNew] = verdict.Allowed
 	f.d.outcomes[dNew] = deployer.Failed
 	f.run(t, Options{Mode: Agent})
 	// Waits of 10s, 20s, then 30s (the maximum) between attempts.

@@ -8,7 +8,7 @@ import (
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/notify"
 	"github.com/shipwatch/shipwatch/state"
-	"github.com/shipwatch/shipwatch/verify"
+	"github.com/shipwatch/shipwatch/verify/verdict"
 )
 
 // Notifier tells people what happened (implemented by *notify.Notifier).
@@ -152,7 +152,7 @@ func causeText(res *deployer.Result) string {
 	return res.Cause.Error()
 }
 
-func scanSummary(v *verify.Verdict) string {
+func scanSummary(v *verdict.Verdict) string {
 	if v.Scan == nil {
 		return ""
 	}

@@ -6,7 +6,7 @@ import (
 
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/discovery"
-	"github.com/shipwatch/shipwatch/verify"
+	"github.com/shipwatch/shipwatch/verify/verdict"
 )
 
 // keptSource hands out a discovery made earlier as reused, the way the
@@ -43,7 +43,7 @@ func offered(t *testing.T) *fixture {
 	f := newFixture(t, "")
 	f.service("web", "1.4", nil)
 	f.offer("web", "1.4", dNew)
-	f.v.decisions[dNew] = verify.Allowed
+	f.v.decisions[dNew] = verdict.Allowed
 	return f
 }
 

@@ -7,12 +7,12 @@ import (
 
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/imageref"
-	"github.com/shipwatch/shipwatch/verify"
+	"github.com/shipwatch/shipwatch/verify/verdict"
 )
 
 // verifyAll verifies every candidate (each distinct digest once).
 func verifyAll(ctx context.Context, deps Deps, results []TargetResult) []TargetResult {
-	cache := map[string]verify.Verdict{}
+	cache := map[string]verdict.Verdict{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, max(1, deps.Config.Concurrency))
@@ -21,7 +21,7 @@ func verifyAll(ctx context.Context, deps Deps, results []TargetResult) []TargetR
 		if r.Outcome == "" && r.Candidate.Digest != "" {
 			key := r.Candidate.Repo() + "@" + r.Candidate.Digest
 			if _, ok := cache[key]; !ok {
-				cache[key] = verify.Verdict{}
+				cache[key] = verdict.Verdict{}
 				todo = append(todo, key)
 			}
 		}
@@ -48,11 +48,11 @@ func verifyAll(ctx context.Context, deps Deps, results []TargetResult) []TargetR
 		v := cache[r.Candidate.Repo()+"@"+r.Candidate.Digest]
 		r.Verdict = &v
 		switch {
-		case v.Decision == verify.Allowed:
-		case v.Decision == verify.Blocked && v.Mode == verify.ModeWarn:
+		case v.Decision == verdict.Allowed:
+		case v.Decision == verdict.Blocked && v.Mode == verdict.ModeWarn:
 			r.Warning = "verification would block it (" + firstFailure(v) + ") but policy " + v.Policy + " is in warn mode"
 			r.Reason += "; " + r.Warning
-		case v.Decision == verify.Blocked:
+		case v.Decision == verdict.Blocked:
 			r.Outcome, r.Reason = deployer.Blocked, "verification blocked "+shortDigest(r.Candidate.Digest)+": "+firstFailure(v)
 		default:
 			r.Outcome, r.Reason = deployer.Failed, "verification could not decide (will retry): "+firstFailure(v)
@@ -61,14 +61,14 @@ func verifyAll(ctx context.Context, deps Deps, results []TargetResult) []TargetR
 	return results
 }
 
-func verifyOne(ctx context.Context, deps Deps, ref imageref.Ref) verify.Verdict {
+func verifyOne(ctx context.Context, deps Deps, ref imageref.Ref) verdict.Verdict {
 	if deps.Verifier == nil {
-		return verify.Verdict{Image: ref.String(), Decision: verify.Blocked, Reasons: []verify.Reason{{Rule: "policy", Message: "verification is not configured: nothing is trusted, so nothing is deployed (configure verify.policies)"}}}
+		return verdict.Verdict{Image: ref.String(), Decision: verdict.Blocked, Reasons: []verdict.Reason{{Rule: "policy", Message: "verification is not configured: nothing is trusted, so nothing is deployed (configure verify.policies)"}}}
 	}
 	return deps.Verifier.Verify(ctx, ref)
 }
 
-func firstFailure(v verify.Verdict) string {
+func firstFailure(v verdict.Verdict) string {
 	var msgs []string
 	for _, r := range v.Reasons {
 		if !r.OK {

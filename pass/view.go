@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/shipwatch/shipwatch/deployer"
-	"github.com/shipwatch/shipwatch/verify"
+	"github.com/shipwatch/shipwatch/verify/verdict"
 )
 
 // ReportView is the JSON form of a Report, shared by `--output json` and the
@@ -20,19 +20,19 @@ type ReportView struct {
 
 // TargetView is one target's line in the plan.
 type TargetView struct {
-	ID        string          `json:"id"`
-	Kind      string          `json:"kind"`
-	Image     string          `json:"image"`
-	Digest    string          `json:"digest,omitempty"`
-	Policy    PolicyView      `json:"policy"`
-	Candidate string          `json:"candidate,omitempty"`
-	Change    string          `json:"change,omitempty"`
-	Verdict   *verify.Verdict `json:"verdict,omitempty"`
-	Outcome   string          `json:"outcome"`
-	Reason    string          `json:"reason"`
-	Steps     []StepView      `json:"steps,omitempty"`
-	Running   string          `json:"running,omitempty"`
-	TookMS    int64           `json:"took_ms,omitempty"`
+	ID        string           `json:"id"`
+	Kind      string           `json:"kind"`
+	Image     string           `json:"image"`
+	Digest    string           `json:"digest,omitempty"`
+	Policy    PolicyView       `json:"policy"`
+	Candidate string           `json:"candidate,omitempty"`
+	Change    string           `json:"change,omitempty"`
+	Verdict   *verdict.Verdict `json:"verdict,omitempty"`
+	Outcome   string           `json:"outcome"`
+	Reason    string           `json:"reason"`
+	Steps     []StepView       `json:"steps,omitempty"`
+	Running   string           `json:"running,omitempty"`
+	TookMS    int64            `json:"took_ms,omitempty"`
 }
 
 // PolicyView is the effective update policy of a target.

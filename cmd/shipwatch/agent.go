@@ -18,7 +18,7 @@ import (
 	"github.com/shipwatch/shipwatch/discovery"
 	"github.com/shipwatch/shipwatch/metrics"
 	"github.com/shipwatch/shipwatch/notify"
-	"github.com/shipwatch/shipwatch/pass"
+	"github.com/shipwatch/shipwatch/pass/parts"
 	"github.com/shipwatch/shipwatch/state"
 )
 
@@ -53,7 +53,7 @@ func (a *app) runAgent(ctx context.Context) error {
 	defer store.Close()
 
 	m := metrics.New()
-	deps, closeDeps, err := pass.Build(ctx, cfg, log, pass.BuildOptions{Deployers: true})
+	deps, closeDeps, err := parts.Build(ctx, cfg, log, parts.Options{Deployers: true})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/shipwatch/shipwatch/pass"
+	"github.com/shipwatch/shipwatch/pass/parts"
 )
 
 // environment is what a command that runs passes needs, built once.
@@ -29,7 +30,7 @@ func (a *app) environment(ctx context.Context, withDeployers ...bool) (*environm
 	if err != nil {
 		return nil, err
 	}
-	deps, closeFn, err := pass.Build(ctx, cfg, log, pass.BuildOptions{Deployers: len(withDeployers) > 0 && withDeployers[0]})
+	deps, closeFn, err := parts.Build(ctx, cfg, log, parts.Options{Deployers: len(withDeployers) > 0 && withDeployers[0]})
 	if err != nil {
 		return nil, err
 	}

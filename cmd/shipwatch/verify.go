@@ -10,6 +10,7 @@ import (
 
 	"github.com/shipwatch/shipwatch/imageref"
 	"github.com/shipwatch/shipwatch/pass"
+	"github.com/shipwatch/shipwatch/pass/parts"
 	"github.com/shipwatch/shipwatch/verify"
 	"github.com/shipwatch/shipwatch/watcher"
 )
@@ -54,7 +55,7 @@ example a registry or trust root was unreachable: try again later), 1 bad input.
 				}
 				ref = ref.WithDigest(d)
 			}
-			vopts, err := pass.VerifyOptions(cfg, log)
+			vopts, err := parts.VerifyOptions(cfg, log)
 			if err != nil {
 				return err
 			}

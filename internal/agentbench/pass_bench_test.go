@@ -11,6 +11,7 @@ import (
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/metrics"
 	"github.com/shipwatch/shipwatch/pass"
+	"github.com/shipwatch/shipwatch/pass/parts"
 	"github.com/shipwatch/shipwatch/state"
 )
 
@@ -51,7 +52,7 @@ func BenchmarkIdlePass(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer store.Close()
-	deps, closeDeps, err := pass.Build(ctx, cfg, zerolog.Nop(), pass.BuildOptions{})
+	deps, closeDeps, err := parts.Build(ctx, cfg, zerolog.Nop(), parts.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package pass
+package parts
 
 import (
 	"encoding/pem"
