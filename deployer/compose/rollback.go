@@ -26,12 +26,28 @@ func (r *rollout) rollback(ctx context.Context, to string) deployer.Result {
 	// drift guard lets this rollback through.
 	var restored []string
 	err := r.rec.run(stepRestoreInterrupted, func() (string, error) {
-		var err error
+		settled, err := r.d.settleRecreate(ctx, r.target)
+		if len(settled) > 0 {
+			// Discovery saw the containers before they were settled: the
+			// image it found running is no longer a sign of someone
+			// else's change.
+			cs := *r.target.Compose
+			cs.ImageID = ""
+			r.target.Compose = &cs
+		}
+		if err != nil {
+			return strings.Join(settled, "; "), err
+		}
 		restored, err = restoreBackups(r.target)
-		if len(restored) == 0 {
+		var done []string
+		if len(restored) > 0 {
+			done = append(done, "restored "+strings.Join(restored, ", ")+" from the backup of an interrupted rollout")
+		}
+		done = append(done, settled...)
+		if len(done) == 0 {
 			return "no interrupted rollout", err
 		}
-		return "restored " + strings.Join(restored, ", ") + " from the backup of an interrupted rollout", err
+		return strings.Join(done, "; "), err
 	})
 	if err != nil {
 		res.Cause = err
@@ -248,4 +264,53 @@ func restoreBackups(t deployer.Target) ([]string, error) {
 		restored = append(restored, f)
 	}
 	return restored, nil
+}
+
+// settleRecreate finishes or undoes a container replacement that Compose
+// left halfway. Compose replaces a container by creating the new one under
+// a temporary name ("<first 12 hex digits of the old ID>_<name>"), then
+// stopping and removing the old one, then renaming the new one. An agent
+// (or helper) killed in between leaves the temporary container next to the
+// old one — it is removed and the old one started again if it was stopped —
+// or alone, when it gets its name back; the rollback then replaces it as
+// usual. Only containers that were never started are touched.
+func (d *Deployer) settleRecreate(ctx context.Context, t deployer.Target) ([]string, error) {
+	ctx, cancel := quick(ctx)
+	defer cancel()
+	ctrs, err := d.serviceContainers(ctx, t.Compose.Project, t.Compose.Service)
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	for _, c := range ctrs {
+		name := canonicalName(c)
+		prefix, final, ok := strings.Cut(name, "_")
+		if !ok || c.State != "created" || len(prefix) != 12 || strings.Trim(prefix, "0123456789abcdef") != "" || final == "" {
+			continue
+		}
+		old := -1
+		for i, o := range ctrs {
+			if o.ID != c.ID && strings.HasPrefix(o.ID, prefix) {
+				old = i
+			}
+		}
+		if old < 0 {
+			if _, err := d.engine.ContainerRename(ctx, c.ID, client.ContainerRenameOptions{NewName: final}); err != nil {
+				return done, fmt.Errorf("finish an interrupted recreate: rename %s to %s: %w", name, final, err)
+			}
+			done = append(done, fmt.Sprintf("renamed %s, left by an interrupted recreate, to %s", name, final))
+			continue
+		}
+		if _, err := d.engine.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !isNotFound(err) {
+			return done, fmt.Errorf("undo an interrupted recreate: remove %s: %w", name, err)
+		}
+		done = append(done, fmt.Sprintf("removed %s, left by an interrupted recreate", name))
+		if o := ctrs[old]; o.State != "running" {
+			if _, err := d.engine.ContainerStart(ctx, o.ID, client.ContainerStartOptions{}); err != nil {
+				return done, fmt.Errorf("undo an interrupted recreate: start %s again: %w", canonicalName(o), err)
+			}
+			done = append(done, "started "+canonicalName(o)+" again")
+		}
+	}
+	return done, nil
 }

@@ -2,10 +2,14 @@ package compose_test
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker/compose/v5/pkg/api"
+	"github.com/moby/moby/client"
 
 	"github.com/shipwatch/shipwatch/deployer"
 	"github.com/shipwatch/shipwatch/deployer/compose"
@@ -185,4 +189,80 @@ func TestFailedUpdateKeepsRollbackImage(t *testing.T) {
 		t.Errorf("resolve detail %q: the rollback image was not used", d)
 	}
 	e.upChangesNothing(p)
+}
+
+// A recreate that Compose left halfway (the agent or its helper was killed
+// during "converge") is settled by the recovery's rollback: the temporary
+// container is removed and the old one runs again, or, when the old one was
+// already removed, the temporary one gets its name and is then replaced.
+// In every case the service ends with one running container of the old
+// version under its own name.
+func TestRollbackSettlesAnInterruptedRecreate(t *testing.T) {
+	for _, stage := range []string{"created", "old stopped", "old removed"} {
+		t.Run(strings.ReplaceAll(stage, " ", "-"), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, compose.Options{})
+			v1 := e.push("1.0", testenv.App{Version: "1.0", Health: fastHealth})
+			p := e.project(map[string]string{"compose.yaml": "services:\n  web:\n    image: " + e.ref("1.0") + "\n"})
+			v2 := e.push("1.0", testenv.App{Version: "2.0", Health: fastHealth})
+			ctx := testenv.Context(t, 2*time.Minute)
+			old := e.containers(p, "web")[0].Container
+			oldName := strings.TrimPrefix(old.Name, "/")
+			pull, err := e.cli.ImagePull(ctx, v2.String(), client.ImagePullOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = pull.Wait(ctx)
+			// What Compose's recreate does first: the new container under
+			// a temporary name, with the service's labels.
+			cfg := *old.Config
+			cfg.Image = v2.String()
+			img, err := e.cli.ImageInspect(ctx, v2.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Labels = maps.Clone(cfg.Labels)
+			cfg.Labels[api.ImageDigestLabel] = img.ID // as Compose labels the new container
+			tmp, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &cfg, HostConfig: old.HostConfig, Name: old.ID[:12] + "_" + oldName})
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch stage {
+			case "old stopped":
+				if _, err := e.cli.ContainerStop(ctx, old.ID, client.ContainerStopOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			case "old removed":
+				if _, err := e.cli.ContainerRemove(ctx, old.ID, client.ContainerRemoveOptions{Force: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			res := e.rollback(discovered(t, e, "compose/"+p.Name+"/web"), v1.Digest)
+
+			if res.Outcome != deployer.RolledBack && res.Outcome != deployer.UpToDate {
+				t.Fatalf("outcome = %s (%v), want the old version back", res.Outcome, res.Cause)
+			}
+			if !strings.Contains(res.Steps[0].Detail, "interrupted recreate") {
+				t.Errorf("first step %q: %q, want it to settle the interrupted recreate", res.Steps[0].Name, res.Steps[0].Detail)
+			}
+			ctrs := e.containers(p, "web")
+			if len(ctrs) != 1 {
+				t.Fatalf("%d containers of web, want 1", len(ctrs))
+			}
+			c := ctrs[0].Container
+			if c.Name != "/"+oldName || !c.State.Running {
+				t.Errorf("container %s running=%v, want %s running", c.Name, c.State.Running, oldName)
+			}
+			if stage != "old removed" && c.ID != old.ID {
+				t.Errorf("container %s, want the old %s kept", c.ID, old.ID)
+			}
+			if c.ID == tmp.ID {
+				t.Errorf("the temporary container %s still runs", tmp.ID)
+			}
+			if got := e.runningDigest(p, "web"); got != v1.Digest {
+				t.Errorf("runs %s, want the old %s", got, v1.Digest)
+			}
+		})
+	}
 }
