@@ -19,11 +19,16 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
+# Two binaries from one source: shipwatch (every command) and shipwatch-agent
+# (only the agent, built with -tags agentonly). `shipwatch agent` execs
+# shipwatch-agent, which keeps an idle agent small and starts `shipwatch
+# helper` processes to verify and roll out (docs/deploy.md).
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/shipwatch ./cmd/shipwatch \
+ && CGO_ENABLED=0 go build -tags agentonly -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/shipwatch-agent ./cmd/shipwatch \
  && mkdir -p /out/state && chown 65532:65532 /out/state
 
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /out/shipwatch /usr/local/bin/shipwatch
+COPY --from=build /out/shipwatch /out/shipwatch-agent /usr/local/bin/
 COPY --from=build --chown=65532:65532 /out/state /var/lib/shipwatch
 USER 65532:65532
 VOLUME ["/var/lib/shipwatch"]

@@ -12,6 +12,7 @@ FUZZTIME      ?= 5s
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/shipwatch ./cmd/shipwatch
+	CGO_ENABLED=0 $(GO) build -tags agentonly -trimpath -o bin/shipwatch-agent ./cmd/shipwatch
 
 # tools installs the test-only tools (the cosign CLI, a test oracle) into .tools.
 tools: $(TOOLS)/cosign
@@ -22,6 +23,7 @@ $(TOOLS)/cosign:
 lint:
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 	$(GO) vet ./...
+	$(GO) vet -tags agentonly ./cmd/shipwatch
 
 test: tools lint
 	PATH="$(TOOLS):$$PATH" $(GO) test -count=1 -timeout 70m ./...

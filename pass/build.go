@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"runtime"
 
+	"github.com/moby/moby/api/types/swarm"
+	"github.com/moby/moby/client"
 	"github.com/rs/zerolog"
 
 	"github.com/shipwatch/shipwatch/config"
@@ -37,6 +39,21 @@ func Base(ctx context.Context, cfg *config.Config, log zerolog.Logger) (Deps, fu
 		Logger:    log,
 		Deployers: map[deployer.Kind]deployer.Deployer{},
 	}, closeFn, nil
+}
+
+// DeployerKinds says which deployers this engine needs: Compose always,
+// Swarm when the engine is a Swarm manager (on a plain engine discovery
+// lists no Swarm targets to deploy to).
+func DeployerKinds(ctx context.Context, cli *client.Client) ([]deployer.Kind, error) {
+	info, err := cli.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("engine info: %w", err)
+	}
+	kinds := []deployer.Kind{deployer.KindCompose}
+	if info.Info.Swarm.LocalNodeState == swarm.LocalNodeStateActive && info.Info.Swarm.ControlAvailable {
+		kinds = append(kinds, deployer.KindSwarm)
+	}
+	return kinds, nil
 }
 
 // WatcherOptions maps the registries section of the config to the watcher.

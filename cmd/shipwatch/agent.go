@@ -18,7 +18,6 @@ import (
 	"github.com/shipwatch/shipwatch/discovery"
 	"github.com/shipwatch/shipwatch/metrics"
 	"github.com/shipwatch/shipwatch/notify"
-	"github.com/shipwatch/shipwatch/pass/parts"
 	"github.com/shipwatch/shipwatch/state"
 )
 
@@ -38,6 +37,9 @@ A second agent on the same state file refuses to start.`,
 }
 
 func (a *app) runAgent(ctx context.Context) error {
+	if err := a.execLeanAgent(); err != nil {
+		return err
+	}
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return err
@@ -53,7 +55,7 @@ func (a *app) runAgent(ctx context.Context) error {
 	defer store.Close()
 
 	m := metrics.New()
-	deps, closeDeps, err := parts.Build(ctx, cfg, log, parts.Options{Deployers: true})
+	deps, closeDeps, err := a.agentDeps(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

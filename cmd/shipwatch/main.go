@@ -12,7 +12,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv)
+	code := runApp(ctx, os.Args[1:], &app{stdout: os.Stdout, stderr: os.Stderr, lookup: os.LookupEnv, execAgent: true})
 	stop()
 	os.Exit(code)
 }

@@ -28,16 +28,22 @@ type app struct {
 	configPath     string
 	logLevel       string
 	logFormat      string
+	// execAgent lets `shipwatch agent` exec shipwatch-agent: set for the
+	// real command line only, never for a command run inside a test.
+	execAgent bool
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookup func(string) (string, bool)) int {
-	cmd := newRootCmd(stdout, stderr, lookup)
-	cmd.SetArgs(args)
-	return exitCode(cmd.ExecuteContext(ctx), stderr)
+	return runApp(ctx, args, &app{stdout: stdout, stderr: stderr, lookup: lookup})
 }
 
-func newRootCmd(stdout, stderr io.Writer, lookup func(string) (string, bool)) *cobra.Command {
-	a := &app{stdout: stdout, stderr: stderr, lookup: lookup}
+func runApp(ctx context.Context, args []string, a *app) int {
+	cmd := newRoot(a)
+	cmd.SetArgs(args)
+	return exitCode(cmd.ExecuteContext(ctx), a.stderr)
+}
+
+func newRoot(a *app) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "shipwatch",
 		Short: "Verified, health-gated image updates for Docker Compose and Swarm",
@@ -49,14 +55,13 @@ rolls back if it is not.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
 	f := root.PersistentFlags()
 	f.StringVarP(&a.configPath, "config", "c", "", "config file (default $SHIPWATCH_CONFIG, else "+defaultConfigPath+" if it exists)")
 	f.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&a.logFormat, "log-format", "auto", "log format: json, console, or auto (console on a terminal)")
-	root.AddCommand(newConfigCmd(a), newCheckCmd(a), newVerifyCmd(a), newRolloutCmd(a), newRollbackCmd(a),
-		newAgentCmd(a), newStatusCmd(a), newHistoryCmd(a), newApproveCmd(a), newQuarantineCmd(a))
+	root.AddCommand(commands(a)...)
 	return root
 }
 

@@ -59,6 +59,12 @@ type IdleResult struct {
 	RegistryPerPass    float64
 	// ConnsPerPass are the registry connections the agent opened per pass.
 	ConnsPerPass float64
+	// HelperSamples counts the window's samples in which the agent had a
+	// child process (a shipwatch helper), HelperRSSMax is the most those
+	// children held at once. An idle pass has nothing to verify or deploy,
+	// so a lean agent starts none.
+	HelperSamples int
+	HelperRSSMax  int64
 	// Exit is the kernel's account of the agent's whole life.
 	Exit Usage
 	// Errors are error-level lines the agent logged.
@@ -142,6 +148,10 @@ func (b *Bench) Idle(ctx context.Context, opts IdleOptions) (res IdleResult, err
 		}
 		last = s
 		samples = append(samples, s)
+		if s.Children > 0 {
+			res.HelperSamples++
+			res.HelperRSSMax = max(res.HelperRSSMax, s.ChildRSS)
+		}
 		for _, l := range r.agent.Lines(cursor) {
 			cursor++
 			if isPassEnd("")(l) {

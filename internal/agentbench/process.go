@@ -15,23 +15,26 @@ import (
 	"time"
 )
 
-// BuildAgent builds the shipwatch binary of this checkout into dir the way
-// the Dockerfile does (static, -trimpath, symbols stripped), so that the
-// memory measured is that of the binary operators run.
+// BuildAgent builds the shipwatch and shipwatch-agent binaries of this
+// checkout into dir the way the Dockerfile does (static, -trimpath,
+// symbols stripped), so that the memory measured is that of the binaries
+// operators run: `shipwatch agent` execs shipwatch-agent, which keeps the
+// process's PID.
 func BuildAgent(ctx context.Context, dir string) (string, error) {
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w (building shipwatch needs the Go toolchain)", err)
 	}
 	root := filepath.Dir(string(trimSpace(gomod)))
-	bin := filepath.Join(dir, "shipwatch")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=agentbench", "-o", bin, "./cmd/shipwatch")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build shipwatch: %w\n%s", err, out)
+	for _, b := range []struct{ out, tags string }{{"shipwatch", ""}, {"shipwatch-agent", "agentonly"}} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-tags", b.tags, "-trimpath", "-ldflags", "-s -w -X main.version=agentbench", "-o", filepath.Join(dir, b.out), "./cmd/shipwatch")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build %s: %w\n%s", b.out, err, out)
+		}
 	}
-	return bin, nil
+	return filepath.Join(dir, "shipwatch"), nil
 }
 
 func trimSpace(b []byte) []byte {

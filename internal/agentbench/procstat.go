@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,11 @@ type Sample struct {
 	Anon, File int64
 	// CPU is user + system time of all the process's threads so far.
 	CPU time.Duration
+	// Children are the processes the agent runs (shipwatch helper
+	// processes, which verify and deploy for shipwatch-agent), and
+	// ChildRSS their resident sets added up.
+	Children int
+	ChildRSS int64
 }
 
 // ReadSample reads /proc/<pid>/status and /proc/<pid>/stat.
@@ -44,7 +50,31 @@ func ReadSample(pid int) (Sample, error) {
 	if s.CPU, err = parseStat(stat); err != nil {
 		return s, fmt.Errorf("process %d: %w", pid, err)
 	}
+	s.Children, s.ChildRSS = readChildren(pid)
 	return s, nil
+}
+
+// readChildren counts the children of pid (from every thread's
+// /proc/<pid>/task/<tid>/children) and adds up their VmRSS.
+func readChildren(pid int) (n int, rss int64) {
+	lists, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, l := range lists {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			status, err := os.ReadFile("/proc/" + f + "/status")
+			if err != nil {
+				continue // it just exited
+			}
+			n++
+			if r, _, _, _, err := parseStatus(status); err == nil {
+				rss += r
+			}
+		}
+	}
+	return n, rss
 }
 
 // parseStatus returns VmRSS, VmHWM, RssAnon and RssFile in bytes from

@@ -137,8 +137,8 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 					reused++
 				}
 			}
-			p("`%s` engine calls per pass: %s; %d of %d passes reused the previous discovery (no engine event since); %.1f new registry connections per pass.",
-				i.Schedule, formatCalls(i.EngineCallsPerPass), reused, len(i.Passes), i.ConnsPerPass)
+			p("`%s` engine calls per pass: %s; %d of %d passes reused the previous discovery (no engine event since); %.1f new registry connections per pass; a helper process ran in %d of %d samples (max RSS %s MiB).",
+				i.Schedule, formatCalls(i.EngineCallsPerPass), reused, len(i.Passes), i.ConnsPerPass, i.HelperSamples, i.Samples, MiB(i.HelperRSSMax))
 			if len(i.Errors) > 0 {
 				p("Agent errors: %s.", strings.Join(i.Errors, "; "))
 			}

@@ -218,11 +218,14 @@ func BuildShipwatch(dir string) (string, error) {
 		}
 		root := filepath.Dir(string(bytes.TrimSpace(gomod)))
 		shipwatchBin = filepath.Join(dir, "shipwatch")
-		cmd := exec.Command("go", "build", "-o", shipwatchBin, "./cmd/shipwatch")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			shipwatchErr = fmt.Errorf("build shipwatch: %v\n%s", err, b)
+		for _, b := range []struct{ out, tags string }{{"shipwatch", ""}, {"shipwatch-agent", "agentonly"}} {
+			cmd := exec.Command("go", "build", "-tags", b.tags, "-o", filepath.Join(dir, b.out), "./cmd/shipwatch")
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				shipwatchErr = fmt.Errorf("build %s: %v\n%s", b.out, err, out)
+				return
+			}
 		}
 	})
 	return shipwatchBin, shipwatchErr

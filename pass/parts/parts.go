@@ -9,9 +9,9 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 	"github.com/rs/zerolog"
 
@@ -49,7 +49,7 @@ func Build(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Opt
 			closeAll()
 		}
 	}()
-	v, err := NewVerifier(cfg, log)
+	v, err := NewVerifier(cfg, log, zerolog.WarnLevel)
 	if err != nil {
 		return pass.Deps{}, nil, err
 	}
@@ -66,8 +66,9 @@ func Build(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Opt
 }
 
 // NewVerifier compiles the config's verification policies, logging what
-// weakens them.
-func NewVerifier(cfg *config.Config, log zerolog.Logger) (*verify.Verifier, error) {
+// weakens them at level warnings (a helper process, which builds the
+// verifier each time it starts, logs them once).
+func NewVerifier(cfg *config.Config, log zerolog.Logger, warnings zerolog.Level) (*verify.Verifier, error) {
 	vopts, err := VerifyOptions(cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("verification: %w", err)
@@ -77,7 +78,7 @@ func NewVerifier(cfg *config.Config, log zerolog.Logger) (*verify.Verifier, erro
 		return nil, fmt.Errorf("verification policy: %w", err)
 	}
 	for _, warning := range v.Warnings() {
-		log.Warn().Str("warning", warning).Msg("verification is weakened by configuration")
+		log.WithLevel(warnings).Str("warning", warning).Msg("verification is weakened by configuration")
 	}
 	return v, nil
 }
@@ -96,12 +97,12 @@ func Deployers(ctx context.Context, cfg *config.Config, log zerolog.Logger, cli 
 	}
 	closeFn := func() { _ = cd.Close() }
 	ds := map[deployer.Kind]deployer.Deployer{deployer.KindCompose: cd}
-	info, err := cli.Info(ctx, client.InfoOptions{})
+	kinds, err := pass.DeployerKinds(ctx, cli)
 	if err != nil {
 		closeFn()
-		return nil, nil, fmt.Errorf("engine info: %w", err)
+		return nil, nil, err
 	}
-	if info.Info.Swarm.LocalNodeState == swarm.LocalNodeStateActive && info.Info.Swarm.ControlAvailable {
+	if slices.Contains(kinds, deployer.KindSwarm) {
 		sd, err := swarmdeployer.New(ctx, swarmdeployer.Options{Keychain: kc, Logger: log, Deadline: cfg.Rollout.SwarmDeadline.Std(), Engine: cli, StackFiles: cfg.Rollout.StackFiles})
 		if err != nil {
 			closeFn()
