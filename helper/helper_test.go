@@ -21,7 +21,9 @@ import (
 
 type fakeVerifier func(ctx context.Context, image imageref.Ref) verdict.Verdict
 
-func (f fakeVerifier) Verify(ctx context.Context, image imageref.Ref) verdict.Verdict { return f(ctx, image) }
+func (f fakeVerifier) Verify(ctx context.Context, image imageref.Ref) verdict.Verdict {
+	return f(ctx, image)
+}
 
 type fakeDeployer struct {
 	deploy   func(ctx context.Context, plan deployer.Plan, progress deployer.Progress) deployer.Result
