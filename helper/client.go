@@ -251,21 +251,28 @@ func (c *Client) call(ctx context.Context, req request, progress deployer.Progre
 		<-p.dead
 		return response{}, fmt.Errorf("send to the helper: %w (%v)", err, p.err)
 	}
+	// answer handles one answer: a step goes to progress and is
+	// acknowledged; a final answer ends the call.
+	answer := func(r response) (final bool, _ response, _ error) {
+		if r.Step != nil {
+			if progress != nil {
+				progress(r.Step.decode())
+			}
+			_ = p.send(request{ID: id, Op: opAck}) // fails only if the helper is gone
+			return false, response{}, nil
+		}
+		if r.Err != "" {
+			return true, response{}, errors.New(r.Err)
+		}
+		return true, r, nil
+	}
 	cancelled := ctx.Done()
 	for {
 		select {
 		case r := <-ch:
-			if r.Step != nil {
-				if progress != nil {
-					progress(r.Step.decode())
-				}
-				_ = p.send(request{ID: id, Op: opAck})
-				continue
+			if final, r, err := answer(r); final {
+				return r, err
 			}
-			if r.Err != "" {
-				return response{}, errors.New(r.Err)
-			}
-			return r, nil
 		case <-cancelled:
 			cancelled = nil
 			_ = p.send(request{ID: id, Op: opCancel})
@@ -277,16 +284,9 @@ func (c *Client) call(ctx context.Context, req request, progress deployer.Progre
 			for {
 				select {
 				case r := <-ch:
-					if r.Step != nil {
-						if progress != nil {
-							progress(r.Step.decode())
-						}
-						continue
+					if final, r, err := answer(r); final {
+						return r, err
 					}
-					if r.Err != "" {
-						return response{}, errors.New(r.Err)
-					}
-					return r, nil
 				default:
 					return response{}, p.err
 				}
