@@ -9,10 +9,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/shipwatch/shipwatch/internal/testenv"
 )
 
 // BuildAgent builds the shipwatch and shipwatch-agent binaries of this
@@ -21,27 +22,7 @@ import (
 // operators run: `shipwatch agent` execs shipwatch-agent, which keeps the
 // process's PID.
 func BuildAgent(ctx context.Context, dir string) (string, error) {
-	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w (building shipwatch needs the Go toolchain)", err)
-	}
-	root := filepath.Dir(string(trimSpace(gomod)))
-	for _, b := range []struct{ out, tags string }{{"shipwatch", ""}, {"shipwatch-agent", "agentonly"}} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-tags", b.tags, "-trimpath", "-ldflags", "-s -w -X main.version=agentbench", "-o", filepath.Join(dir, b.out), "./cmd/shipwatch")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("build %s: %w\n%s", b.out, err, out)
-		}
-	}
-	return filepath.Join(dir, "shipwatch"), nil
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
+	return testenv.BuildBinaries(ctx, dir, "-trimpath", "-ldflags", "-s -w -X main.version=agentbench")
 }
 
 // Line is one JSON log line of the agent, stamped when the benchmark read

@@ -3,6 +3,7 @@ package testenv
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
@@ -211,22 +212,29 @@ func BuildShipwatch(dir string) (string, error) {
 				return
 			}
 		}
-		gomod, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			shipwatchErr = fmt.Errorf("go env GOMOD: %w (building shipwatch needs Go)", err)
-			return
-		}
-		root := filepath.Dir(string(bytes.TrimSpace(gomod)))
-		shipwatchBin = filepath.Join(dir, "shipwatch")
-		for _, b := range []struct{ out, tags string }{{"shipwatch", ""}, {"shipwatch-agent", "agentonly"}} {
-			cmd := exec.Command("go", "build", "-tags", b.tags, "-o", filepath.Join(dir, b.out), "./cmd/shipwatch")
-			cmd.Dir = root
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				shipwatchErr = fmt.Errorf("build %s: %v\n%s", b.out, err, out)
-				return
-			}
-		}
+		shipwatchBin, shipwatchErr = BuildBinaries(context.Background(), dir)
 	})
 	return shipwatchBin, shipwatchErr
+}
+
+// BuildBinaries builds, into dir, the two binaries the project ships from
+// cmd/shipwatch: shipwatch (every command) and shipwatch-agent (-tags
+// agentonly), which `shipwatch agent` execs when it is installed alongside.
+// flags go to both builds. It returns the path of shipwatch.
+func BuildBinaries(ctx context.Context, dir string, flags ...string) (string, error) {
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w (building shipwatch needs Go)", err)
+	}
+	root := filepath.Dir(string(bytes.TrimSpace(gomod)))
+	for _, b := range []struct{ out, tags string }{{"shipwatch", ""}, {"shipwatch-agent", "agentonly"}} {
+		args := append(append([]string{"build", "-tags", b.tags}, flags...), "-o", filepath.Join(dir, b.out), "./cmd/shipwatch")
+		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build %s: %w\n%s", b.out, err, out)
+		}
+	}
+	return filepath.Join(dir, "shipwatch"), nil
 }
