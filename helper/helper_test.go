@@ -337,6 +337,7 @@ func TestIdleHelperExitsAndTheNextCallStartsAnother(t *testing.T) {
 
 func TestConcurrentCallsShareOneHelper(t *testing.T) {
 	var inFlight, most atomic.Int32
+	entered := make(chan struct{}, 8)
 	gate := make(chan struct{})
 	h := &harness{parts: Parts{Verifier: fakeVerifier(func(_ context.Context, image imageref.Ref) verdict.Verdict {
 		n := inFlight.Add(1)
@@ -346,6 +347,7 @@ func TestConcurrentCallsShareOneHelper(t *testing.T) {
 				break
 			}
 		}
+		entered <- struct{}{}
 		<-gate
 		inFlight.Add(-1)
 		return verdict.Verdict{Image: image.String(), Decision: verdict.Allowed}
@@ -360,9 +362,13 @@ func TestConcurrentCallsShareOneHelper(t *testing.T) {
 			results[i] = c.Verify(context.Background(), mustRef(t, fmt.Sprintf("a/b%d@sha256:%s", i, strings.Repeat("c", 64))))
 		}()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for inFlight.Load() < 8 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond) // polling the counter, bounded by the deadline
+	deadline := time.After(10 * time.Second)
+	for range results {
+		select {
+		case <-entered:
+		case <-deadline:
+			t.Fatalf("only %d of 8 calls reached the helper at once", inFlight.Load())
+		}
 	}
 	close(gate)
 	wg.Wait()

@@ -128,7 +128,7 @@ func (a *app) runHelper(ctx context.Context, sum string, first bool) error {
 	}
 	defer closeDs()
 	err = helper.Serve(ctx, reqs, resps, helper.Parts{Verifier: v, Deployers: ds, Version: version, Logger: log})
-	log.Debug().Str("peak_rss", peakRSS()).Msg("helper exiting")
+	log.Debug().Func(func(e *zerolog.Event) { e.Str("peak_rss", peakRSS()) }).Msg("helper exiting")
 	if errors.Is(err, helper.ErrAgentGone) {
 		// Stop changing targets now: the agent's next start reconciles
 		// them from their journals.
